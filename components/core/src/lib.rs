@@ -1,0 +1,7 @@
+//! The chatbot's logic, independent of any host: it builds `http::Request` values and parses
+//! `http::Response` values, and speaks SQL through the [`store::Database`] trait, but never
+//! opens a socket or a file. Components are thin adapters over this crate; the runner's
+//! `ingest` command uses it too.
+
+pub mod config;
+pub mod error;
