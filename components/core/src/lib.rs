@@ -3,5 +3,8 @@
 //! opens a socket or a file. Components are thin adapters over this crate; the runner's
 //! `ingest` command uses it too.
 
+pub mod chat;
 pub mod config;
 pub mod error;
+pub mod retry;
+pub mod sse;
