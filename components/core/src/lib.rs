@@ -8,3 +8,4 @@ pub mod config;
 pub mod error;
 pub mod retry;
 pub mod sse;
+pub mod upstream;
