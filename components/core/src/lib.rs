@@ -9,3 +9,4 @@ pub mod error;
 pub mod retry;
 pub mod sse;
 pub mod upstream;
+pub mod store;

@@ -1,0 +1,197 @@
+//! Versioned schema migrations, one list for both dialects.
+//!
+//! Components call [`ensure_schema`] on every request: when the schema is current that costs a
+//! single query. Otherwise [`migrate`] applies what is missing inside one transaction that first
+//! serialises every replica starting at once: PostgreSQL holds a transaction-scoped advisory
+//! lock, SQLite takes its write lock with `BEGIN IMMEDIATE`. Each applied version is recorded in
+//! `schema_migrations(version, applied_at)`.
+//!
+//! Schema (version 1):
+//! - `sessions(id TEXT PRIMARY KEY, created_at TEXT)`; the id is chosen by the caller.
+//! - `messages(id, session_id -> sessions ON DELETE CASCADE, role 'user'|'assistant', content,
+//!   sources TEXT holding a JSON array, status 'complete'|'incomplete', created_at)`; `id` is a
+//!   BIGINT identity on PostgreSQL and an `INTEGER PRIMARY KEY AUTOINCREMENT` on SQLite, so ids
+//!   are never reused and grow with insertion order.
+//! - `feedback(message_id PRIMARY KEY -> messages ON DELETE CASCADE, rating 'up'|'down', reason,
+//!   comment, rated_at)`: a table rather than columns on `messages`, so a message without a
+//!   rating carries no empty columns and a new rating replaces the old one by primary key.
+
+use super::{in_transaction, Database, Dialect, SqlValue, StoreError};
+
+/// One schema change, written once per dialect.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    pub version: i64,
+    pub description: &'static str,
+    pub postgres: &'static [&'static str],
+    pub sqlite: &'static [&'static str],
+}
+
+impl Migration {
+    fn statements(&self, dialect: Dialect) -> &'static [&'static str] {
+        match dialect {
+            Dialect::Postgres => self.postgres,
+            Dialect::Sqlite => self.sqlite,
+        }
+    }
+}
+
+/// Every migration, in version order.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    description: "sessions, messages and feedback",
+    postgres: &[
+        r#"CREATE TABLE sessions (
+            id TEXT PRIMARY KEY,
+            created_at TEXT NOT NULL
+                DEFAULT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
+        )"#,
+        r#"CREATE TABLE messages (
+            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+            role TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
+            content TEXT NOT NULL,
+            sources TEXT NOT NULL DEFAULT '[]',
+            status TEXT NOT NULL CHECK (status IN ('complete', 'incomplete')),
+            created_at TEXT NOT NULL
+                DEFAULT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
+        )"#,
+        "CREATE INDEX messages_session_id_id ON messages (session_id, id)",
+        r#"CREATE TABLE feedback (
+            message_id BIGINT PRIMARY KEY REFERENCES messages (id) ON DELETE CASCADE,
+            rating TEXT NOT NULL CHECK (rating IN ('up', 'down')),
+            reason TEXT,
+            comment TEXT,
+            rated_at TEXT NOT NULL
+                DEFAULT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
+        )"#,
+    ],
+    sqlite: &[
+        "CREATE TABLE sessions (
+            id TEXT PRIMARY KEY NOT NULL,
+            created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+        )",
+        "CREATE TABLE messages (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+            role TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
+            content TEXT NOT NULL,
+            sources TEXT NOT NULL DEFAULT '[]',
+            status TEXT NOT NULL CHECK (status IN ('complete', 'incomplete')),
+            created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+        )",
+        "CREATE INDEX messages_session_id_id ON messages (session_id, id)",
+        "CREATE TABLE feedback (
+            message_id INTEGER PRIMARY KEY NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+            rating TEXT NOT NULL CHECK (rating IN ('up', 'down')),
+            reason TEXT,
+            comment TEXT,
+            rated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+        )",
+    ],
+}];
+
+/// The version the code expects: the last entry of [`MIGRATIONS`].
+pub const LATEST_SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].version;
+
+/// Any constant shared by every replica; the bytes spell "ragsessn".
+const MIGRATION_LOCK_KEY: i64 = 0x7261_6773_6573_736e;
+
+/// What [`ensure_schema`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SchemaStatus {
+    /// The schema was already at (or past) [`LATEST_SCHEMA_VERSION`]; nothing was locked.
+    Current,
+    /// These versions were applied now, in order (empty if another replica got there first).
+    Migrated(Vec<i64>),
+}
+
+/// The highest applied version, or `None` on a database never migrated.
+///
+/// A missing `schema_migrations` table shows up as a query error, which this cannot tell apart
+/// from other statement failures without parsing messages; use it where "never migrated" and
+/// "broken" need no distinction, as [`ensure_schema`] does.
+pub fn schema_version(db: &(impl Database + ?Sized)) -> Result<Option<i64>, StoreError> {
+    let rows = db.query("SELECT max(version) AS version FROM schema_migrations", &[])?;
+    match rows.first() {
+        Some(row) => row.opt_integer("version"),
+        None => Ok(None),
+    }
+}
+
+/// Brings the schema up to date, cheaply when it already is: one query on the fast path, the
+/// locked [`migrate`] otherwise. An unreachable database fails at once rather than trying twice.
+pub fn ensure_schema(db: &(impl Database + ?Sized)) -> Result<SchemaStatus, StoreError> {
+    match schema_version(db) {
+        Ok(Some(version)) if version >= LATEST_SCHEMA_VERSION => Ok(SchemaStatus::Current),
+        Err(error @ StoreError::Unavailable(_)) => Err(error),
+        // Never migrated (no table yet), behind, or a failure migrate() will report clearly.
+        _ => migrate(db).map(SchemaStatus::Migrated),
+    }
+}
+
+/// Applies every pending migration in one transaction, serialised against concurrent callers,
+/// and returns the versions it applied. Safe to call any number of times.
+pub fn migrate(db: &(impl Database + ?Sized)) -> Result<Vec<i64>, StoreError> {
+    let dialect = db.dialect();
+    in_transaction(db, |db| {
+        if dialect == Dialect::Postgres {
+            // Released by COMMIT or ROLLBACK; a replica that waited here then finds the
+            // versions already recorded and applies nothing.
+            db.execute(
+                &format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"),
+                &[],
+            )?;
+        }
+        db.execute(
+            &dialect.render(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (
+                    version BIGINT PRIMARY KEY NOT NULL,
+                    applied_at TEXT NOT NULL
+                )",
+            ),
+            &[],
+        )?;
+        let applied = db.query("SELECT version FROM schema_migrations", &[])?;
+        let applied = applied
+            .iter()
+            .map(|row| row.integer("version"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut newly_applied = Vec::new();
+        for migration in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
+            for statement in migration.statements(dialect) {
+                db.execute(statement, &[]).map_err(|error| match error {
+                    StoreError::Query(message) => StoreError::Query(format!(
+                        "migration {} ({}): {message}",
+                        migration.version, migration.description
+                    )),
+                    other => other,
+                })?;
+            }
+            db.execute(
+                &dialect.render(
+                    "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, {now})",
+                ),
+                &[SqlValue::Integer(migration.version)],
+            )?;
+            newly_applied.push(migration.version);
+        }
+        Ok(newly_applied)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_increasing_and_dialects_complete() {
+        let mut previous = 0;
+        for migration in MIGRATIONS {
+            assert!(migration.version > previous);
+            assert_eq!(migration.postgres.len(), migration.sqlite.len());
+            previous = migration.version;
+        }
+        assert_eq!(LATEST_SCHEMA_VERSION, previous);
+    }
+}

@@ -1,0 +1,395 @@
+//! Conversations: sessions, their messages, and readers' ratings of answers.
+
+use serde::Serialize;
+
+use super::validation::{reject_nul, MAX_PAGE_LIMIT};
+use super::{in_transaction, Database, Dialect, Rating, Row, SqlValue, StoreError};
+
+/// Who wrote a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    User,
+    Assistant,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Assistant => "assistant",
+        }
+    }
+
+    fn from_column(value: &str) -> Result<Self, StoreError> {
+        match value {
+            "user" => Ok(Role::User),
+            "assistant" => Ok(Role::Assistant),
+            other => Err(StoreError::Query(format!("unknown message role {other:?}"))),
+        }
+    }
+}
+
+/// Whether a message is whole. A streamed answer is stored `Incomplete` while it is being
+/// written (or when the stream broke off) and `Complete` once it has ended normally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageStatus {
+    Complete,
+    Incomplete,
+}
+
+impl MessageStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageStatus::Complete => "complete",
+            MessageStatus::Incomplete => "incomplete",
+        }
+    }
+
+    fn from_column(value: &str) -> Result<Self, StoreError> {
+        match value {
+            "complete" => Ok(MessageStatus::Complete),
+            "incomplete" => Ok(MessageStatus::Incomplete),
+            other => Err(StoreError::Query(format!(
+                "unknown message status {other:?}"
+            ))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub id: String,
+    /// RFC 3339 UTC with milliseconds, e.g. `2026-11-23T15:04:05.123Z`.
+    pub created_at: String,
+}
+
+/// A stored message with its rating, if it has one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub id: i64,
+    pub role: Role,
+    pub content: String,
+    /// The cited sources as JSON text (an array), exactly as stored.
+    pub sources: String,
+    pub status: MessageStatus,
+    pub created_at: String,
+    pub feedback: Option<Feedback>,
+}
+
+impl Message {
+    /// The stored sources parsed as JSON.
+    pub fn sources_json(&self) -> Result<serde_json::Value, serde_json::Error> {
+        serde_json::from_str(&self.sources)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Feedback {
+    pub rating: Rating,
+    pub reason: Option<String>,
+    pub comment: Option<String>,
+    /// When the current rating was given; a new rating replaces the old one and this time.
+    pub rated_at: String,
+}
+
+/// One page of a session's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionPage {
+    pub session: Session,
+    /// Oldest first.
+    pub messages: Vec<Message>,
+    /// Pass as `before` to fetch the next older page; `None` when this page reaches the start.
+    pub next_before: Option<i64>,
+}
+
+/// What the database assigned to a newly appended message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageRecord {
+    pub id: i64,
+    pub created_at: String,
+}
+
+/// A past message as conversation context for the next answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Turn {
+    pub role: Role,
+    pub content: String,
+}
+
+/// Session operations over one database connection.
+pub struct SessionStore<'a, D: Database + ?Sized> {
+    db: &'a D,
+}
+
+const MESSAGE_COLUMNS: &str = "m.id AS id, m.role AS role, m.content AS content, \
+     m.sources AS sources, m.status AS status, m.created_at AS created_at, \
+     f.rating AS rating, f.reason AS reason, f.comment AS comment, f.rated_at AS rated_at";
+
+impl<'a, D: Database + ?Sized> SessionStore<'a, D> {
+    pub fn new(db: &'a D) -> Self {
+        Self { db }
+    }
+
+    fn dialect(&self) -> Dialect {
+        self.db.dialect()
+    }
+
+    fn query(&self, template: &str, params: &[SqlValue]) -> Result<super::Rows, StoreError> {
+        self.db.query(&self.dialect().render(template), params)
+    }
+
+    fn execute(&self, template: &str, params: &[SqlValue]) -> Result<u64, StoreError> {
+        self.db.execute(&self.dialect().render(template), params)
+    }
+
+    /// Creates a session under an id the caller chose; a taken id is a [`StoreError::Conflict`].
+    pub fn create_session(&self, id: &str) -> Result<Session, StoreError> {
+        reject_nul("session_id", id)?;
+        let rows = self.query(
+            "INSERT INTO sessions (id) VALUES ($1) ON CONFLICT (id) DO NOTHING \
+             RETURNING id, created_at",
+            &[id.into()],
+        )?;
+        match rows.first() {
+            Some(row) => session_from_row(row),
+            None => Err(StoreError::Conflict(format!("session {id} already exists"))),
+        }
+    }
+
+    /// Creates the session unless it exists; returns whether it was created now. Chat uses this
+    /// because a client may name a session (e.g. "demo") before ever creating it.
+    pub fn ensure_session(&self, id: &str) -> Result<bool, StoreError> {
+        reject_nul("session_id", id)?;
+        let created = self.execute(
+            "INSERT INTO sessions (id) VALUES ($1) ON CONFLICT (id) DO NOTHING",
+            &[id.into()],
+        )?;
+        Ok(created > 0)
+    }
+
+    /// A page of the session's history, or `None` if there is no such session: at most `limit`
+    /// messages (clamped to 1..=200) with ids below `before` (all when `None`), oldest first.
+    pub fn get_session(
+        &self,
+        id: &str,
+        limit: usize,
+        before: Option<i64>,
+    ) -> Result<Option<SessionPage>, StoreError> {
+        reject_nul("session_id", id)?;
+        let sessions = self.query(
+            "SELECT id, created_at FROM sessions WHERE id = $1",
+            &[id.into()],
+        )?;
+        let Some(session) = sessions.first().map(session_from_row).transpose()? else {
+            return Ok(None);
+        };
+        let limit = limit.clamp(1, MAX_PAGE_LIMIT);
+        // One extra row tells whether an older page exists without a second query.
+        let fetch = i64::try_from(limit + 1).expect("page limit fits in i64");
+        let rows = self.query(
+            &format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages m \
+                 LEFT JOIN feedback f ON f.message_id = m.id \
+                 WHERE m.session_id = $1 AND m.id < $2 ORDER BY m.id DESC LIMIT $3"
+            ),
+            &[id.into(), before.unwrap_or(i64::MAX).into(), fetch.into()],
+        )?;
+        let mut messages = rows
+            .iter()
+            .take(limit)
+            .map(message_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        messages.reverse();
+        let next_before = if rows.len() > limit {
+            messages.first().map(|oldest| oldest.id)
+        } else {
+            None
+        };
+        Ok(Some(SessionPage {
+            session,
+            messages,
+            next_before,
+        }))
+    }
+
+    /// Deletes the session with its messages and ratings; returns whether it existed.
+    pub fn delete_session(&self, id: &str) -> Result<bool, StoreError> {
+        reject_nul("session_id", id)?;
+        match self.dialect() {
+            Dialect::Postgres => {
+                let deleted = self.execute("DELETE FROM sessions WHERE id = $1", &[id.into()])?;
+                Ok(deleted > 0)
+            }
+            // SQLite enforces foreign keys (and so ON DELETE CASCADE) only on connections that
+            // enabled them, which a host may not do: delete the children explicitly.
+            Dialect::Sqlite => in_transaction(self.db, |_| {
+                self.execute(
+                    "DELETE FROM feedback WHERE message_id IN \
+                     (SELECT id FROM messages WHERE session_id = $1)",
+                    &[id.into()],
+                )?;
+                self.execute("DELETE FROM messages WHERE session_id = $1", &[id.into()])?;
+                let deleted = self.execute("DELETE FROM sessions WHERE id = $1", &[id.into()])?;
+                Ok(deleted > 0)
+            }),
+        }
+    }
+
+    /// Appends a message to an existing session ([`StoreError::NotFound`] otherwise).
+    /// `sources_json` is stored verbatim; callers pass a JSON array (`"[]"` for none).
+    pub fn append_message(
+        &self,
+        session_id: &str,
+        role: Role,
+        content: &str,
+        sources_json: &str,
+        status: MessageStatus,
+    ) -> Result<MessageRecord, StoreError> {
+        reject_nul("session_id", session_id)?;
+        reject_nul("content", content)?;
+        reject_nul("sources", sources_json)?;
+        // Selecting the session row makes a missing session insert nothing instead of
+        // depending on foreign-key enforcement, which SQLite connections may not have on.
+        let rows = self.query(
+            "INSERT INTO messages (session_id, role, content, sources, status) \
+             SELECT id, CAST($2 AS TEXT), CAST($3 AS TEXT), CAST($4 AS TEXT), CAST($5 AS TEXT) \
+             FROM sessions WHERE id = $1 \
+             RETURNING id, created_at",
+            &[
+                session_id.into(),
+                role.as_str().into(),
+                content.into(),
+                sources_json.into(),
+                status.as_str().into(),
+            ],
+        )?;
+        let row = rows
+            .first()
+            .ok_or_else(|| StoreError::NotFound(format!("session {session_id}")))?;
+        Ok(MessageRecord {
+            id: row.integer("id")?,
+            created_at: row.text("created_at")?,
+        })
+    }
+
+    /// Replaces a message's text, sources and status (a streamed answer is saved as it grows,
+    /// then marked complete); returns whether the message exists.
+    pub fn update_message(
+        &self,
+        message_id: i64,
+        content: &str,
+        sources_json: &str,
+        status: MessageStatus,
+    ) -> Result<bool, StoreError> {
+        reject_nul("content", content)?;
+        reject_nul("sources", sources_json)?;
+        let updated = self.execute(
+            "UPDATE messages SET content = $2, sources = $3, status = $4 WHERE id = $1",
+            &[
+                message_id.into(),
+                content.into(),
+                sources_json.into(),
+                status.as_str().into(),
+            ],
+        )?;
+        Ok(updated > 0)
+    }
+
+    /// Rates an assistant message of the session; a later rating replaces the earlier one.
+    /// Returns `false` when the session has no assistant message with that id (user messages
+    /// cannot be rated). Validate `reason` and `comment` first with
+    /// [`validate_reason`](super::validate_reason) and [`validate_comment`](super::validate_comment).
+    pub fn set_feedback(
+        &self,
+        session_id: &str,
+        message_id: i64,
+        rating: Rating,
+        reason: Option<&str>,
+        comment: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        reject_nul("session_id", session_id)?;
+        if let Some(reason) = reason {
+            reject_nul("reason", reason)?;
+        }
+        if let Some(comment) = comment {
+            reject_nul("comment", comment)?;
+        }
+        // The WHERE clause is also what lets SQLite parse ON CONFLICT after INSERT ... SELECT.
+        let written = self.execute(
+            "INSERT INTO feedback (message_id, rating, reason, comment) \
+             SELECT id, CAST($3 AS TEXT), CAST($4 AS TEXT), CAST($5 AS TEXT) FROM messages \
+             WHERE id = $2 AND session_id = $1 AND role = 'assistant' \
+             ON CONFLICT (message_id) DO UPDATE SET rating = excluded.rating, \
+             reason = excluded.reason, comment = excluded.comment, rated_at = {now}",
+            &[
+                session_id.into(),
+                message_id.into(),
+                rating.as_str().into(),
+                reason.into(),
+                comment.into(),
+            ],
+        )?;
+        Ok(written > 0)
+    }
+
+    /// The newest turns whose contents together fit in `budget_chars` characters, oldest first,
+    /// stopping at the first turn that does not fit so the context has no gaps. Incomplete
+    /// messages (an answer whose stream broke off) are left out: a truncated answer in the
+    /// prompt invites the model to continue it instead of answering the new question.
+    pub fn recent_turns(
+        &self,
+        session_id: &str,
+        budget_chars: usize,
+    ) -> Result<Vec<Turn>, StoreError> {
+        reject_nul("session_id", session_id)?;
+        let budget = i64::try_from(budget_chars).unwrap_or(i64::MAX);
+        // length() counts characters on both backends, as budget_chars does.
+        let rows = self.query(
+            "SELECT role, content FROM ( \
+                 SELECT id, role, content, \
+                     SUM(length(content)) OVER (ORDER BY id DESC) AS running_chars \
+                 FROM messages WHERE session_id = $1 AND status = 'complete' \
+             ) newest WHERE running_chars <= $2 ORDER BY id",
+            &[session_id.into(), budget.into()],
+        )?;
+        rows.iter()
+            .map(|row| {
+                Ok(Turn {
+                    role: Role::from_column(&row.text("role")?)?,
+                    content: row.text("content")?,
+                })
+            })
+            .collect()
+    }
+}
+
+fn session_from_row(row: Row<'_>) -> Result<Session, StoreError> {
+    Ok(Session {
+        id: row.text("id")?,
+        created_at: row.text("created_at")?,
+    })
+}
+
+fn message_from_row(row: Row<'_>) -> Result<Message, StoreError> {
+    let feedback = match row.opt_text("rating")? {
+        Some(rating) => Some(Feedback {
+            rating: Rating::parse(&rating)
+                .map_err(|_| StoreError::Query(format!("unknown rating {rating:?}")))?,
+            reason: row.opt_text("reason")?,
+            comment: row.opt_text("comment")?,
+            rated_at: row.text("rated_at")?,
+        }),
+        None => None,
+    };
+    Ok(Message {
+        id: row.integer("id")?,
+        role: Role::from_column(&row.text("role")?)?,
+        content: row.text("content")?,
+        sources: row.text("sources")?,
+        status: MessageStatus::from_column(&row.text("status")?)?,
+        created_at: row.text("created_at")?,
+        feedback,
+    })
+}

@@ -1,0 +1,936 @@
+//! One suite for session storage, run against a real SQLite file and a real PostgreSQL.
+//!
+//! PostgreSQL is reached at `TEST_POSTGRES_URL` (default: trust auth as `postgres` on
+//! 127.0.0.1:5432, database `test`); each test works in a schema of its own, dropped afterwards.
+//! When PostgreSQL cannot be reached its half is skipped with a printed reason, unless
+//! `TEST_REQUIRE_POSTGRES` is set, which turns the skip into a failure.
+
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Barrier;
+use std::time::Duration;
+
+use rag_core::store::{
+    ensure_schema, migrate, schema_version, Database, Dialect, MessageStatus, Rating, Role, Rows,
+    SchemaStatus, SessionStore, SqlValue, StoreError, Turn, LATEST_SCHEMA_VERSION,
+};
+
+static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
+
+fn unique_suffix() -> String {
+    format!(
+        "{}_{}",
+        std::process::id(),
+        NEXT_ID.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A fresh, empty database that hands out connections to itself.
+trait Backend: Sync {
+    type Db: Database;
+    fn connect(&self) -> Self::Db;
+}
+
+// ---------------------------------------------------------------------------------------------
+// SQLite
+
+struct SqliteDb(rusqlite::Connection);
+
+fn sqlite_error(error: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode;
+    match error.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked | ErrorCode::CannotOpen) => {
+            StoreError::Unavailable(error.to_string())
+        }
+        _ => StoreError::Query(error.to_string()),
+    }
+}
+
+fn sqlite_params(params: &[SqlValue]) -> Vec<rusqlite::types::Value> {
+    use rusqlite::types::Value;
+    params
+        .iter()
+        .map(|param| match param {
+            SqlValue::Null => Value::Null,
+            SqlValue::Integer(value) => Value::Integer(*value),
+            SqlValue::Real(value) => Value::Real(*value),
+            SqlValue::Text(value) => Value::Text(value.clone()),
+        })
+        .collect()
+}
+
+impl Database for SqliteDb {
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
+
+    fn execute(&self, sql: &str, params: &[SqlValue]) -> Result<u64, StoreError> {
+        let mut statement = self.0.prepare(sql).map_err(sqlite_error)?;
+        let changed = statement
+            .execute(rusqlite::params_from_iter(sqlite_params(params)))
+            .map_err(sqlite_error)?;
+        Ok(changed as u64)
+    }
+
+    fn query(&self, sql: &str, params: &[SqlValue]) -> Result<Rows, StoreError> {
+        use rusqlite::types::ValueRef;
+        let mut statement = self.0.prepare(sql).map_err(sqlite_error)?;
+        let columns: Vec<String> = statement
+            .column_names()
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        let mut cursor = statement
+            .query(rusqlite::params_from_iter(sqlite_params(params)))
+            .map_err(sqlite_error)?;
+        let mut rows = Vec::new();
+        while let Some(row) = cursor.next().map_err(sqlite_error)? {
+            let mut values = Vec::with_capacity(columns.len());
+            for index in 0..columns.len() {
+                values.push(match row.get_ref(index).map_err(sqlite_error)? {
+                    ValueRef::Null => SqlValue::Null,
+                    ValueRef::Integer(value) => SqlValue::Integer(value),
+                    ValueRef::Real(value) => SqlValue::Real(value),
+                    ValueRef::Text(bytes) => SqlValue::Text(
+                        String::from_utf8(bytes.to_vec())
+                            .map_err(|error| StoreError::Query(error.to_string()))?,
+                    ),
+                    ValueRef::Blob(_) => {
+                        return Err(StoreError::Query("unexpected BLOB column".into()))
+                    }
+                });
+            }
+            rows.push(values);
+        }
+        Ok(Rows { columns, rows })
+    }
+}
+
+struct SqliteBackend {
+    path: PathBuf,
+}
+
+impl SqliteBackend {
+    fn fresh() -> Self {
+        let path = std::env::temp_dir().join(format!("rag_store_test_{}.db", unique_suffix()));
+        let backend = Self { path };
+        let db = backend.connect();
+        let mode: String =
+            db.0.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+                .expect("enable WAL");
+        assert_eq!(mode, "wal");
+        backend
+    }
+}
+
+impl Backend for SqliteBackend {
+    type Db = SqliteDb;
+
+    fn connect(&self) -> SqliteDb {
+        let connection = rusqlite::Connection::open(&self.path).expect("open SQLite file");
+        connection
+            .busy_timeout(Duration::from_secs(30))
+            .expect("set busy timeout");
+        SqliteDb(connection)
+    }
+}
+
+impl Drop for SqliteBackend {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut path = self.path.clone().into_os_string();
+            path.push(suffix);
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// PostgreSQL
+
+struct PgDb(RefCell<postgres::Client>);
+
+fn pg_error(error: postgres::Error) -> StoreError {
+    match error.as_db_error() {
+        Some(db_error) => StoreError::Query(format!(
+            "{} (SQLSTATE {})",
+            db_error.message(),
+            db_error.code().code()
+        )),
+        None if error.is_closed() => StoreError::Unavailable(error.to_string()),
+        None => StoreError::Query(error.to_string()),
+    }
+}
+
+fn pg_params(params: &[SqlValue]) -> Vec<Box<dyn postgres::types::ToSql + Sync>> {
+    params
+        .iter()
+        .map(|param| -> Box<dyn postgres::types::ToSql + Sync> {
+            match param {
+                // The schema's nullable columns are all TEXT.
+                SqlValue::Null => Box::new(None::<String>),
+                SqlValue::Integer(value) => Box::new(*value),
+                SqlValue::Real(value) => Box::new(*value),
+                SqlValue::Text(value) => Box::new(value.clone()),
+            }
+        })
+        .collect()
+}
+
+fn pg_value(row: &postgres::Row, index: usize) -> Result<SqlValue, StoreError> {
+    use postgres::types::Type;
+    let column_type = row.columns()[index].type_().clone();
+    let value = match column_type {
+        Type::INT8 => row
+            .try_get::<_, Option<i64>>(index)
+            .map(|v| v.map(SqlValue::Integer)),
+        Type::INT4 => row
+            .try_get::<_, Option<i32>>(index)
+            .map(|v| v.map(|v| SqlValue::Integer(v.into()))),
+        Type::INT2 => row
+            .try_get::<_, Option<i16>>(index)
+            .map(|v| v.map(|v| SqlValue::Integer(v.into()))),
+        Type::FLOAT8 => row
+            .try_get::<_, Option<f64>>(index)
+            .map(|v| v.map(SqlValue::Real)),
+        Type::TEXT | Type::VARCHAR | Type::NAME | Type::BPCHAR => row
+            .try_get::<_, Option<String>>(index)
+            .map(|v| v.map(SqlValue::Text)),
+        other => {
+            return Err(StoreError::Query(format!(
+                "unsupported column type {other}"
+            )))
+        }
+    };
+    value.map(|v| v.unwrap_or(SqlValue::Null)).map_err(pg_error)
+}
+
+impl Database for PgDb {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
+    fn execute(&self, sql: &str, params: &[SqlValue]) -> Result<u64, StoreError> {
+        let params = pg_params(params);
+        let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
+            params.iter().map(|param| param.as_ref()).collect();
+        self.0.borrow_mut().execute(sql, &refs).map_err(pg_error)
+    }
+
+    fn query(&self, sql: &str, params: &[SqlValue]) -> Result<Rows, StoreError> {
+        let params = pg_params(params);
+        let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
+            params.iter().map(|param| param.as_ref()).collect();
+        let mut client = self.0.borrow_mut();
+        let statement = client.prepare(sql).map_err(pg_error)?;
+        let columns = statement
+            .columns()
+            .iter()
+            .map(|column| column.name().to_owned())
+            .collect();
+        let rows = client
+            .query(&statement, &refs)
+            .map_err(pg_error)?
+            .iter()
+            .map(|row| (0..row.len()).map(|index| pg_value(row, index)).collect())
+            .collect::<Result<_, _>>()?;
+        Ok(Rows { columns, rows })
+    }
+}
+
+struct PgBackend {
+    url: String,
+    schema: String,
+}
+
+fn pg_url() -> String {
+    std::env::var("TEST_POSTGRES_URL").unwrap_or_else(|_| {
+        "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=5".to_owned()
+    })
+}
+
+impl PgBackend {
+    /// A new schema to work in, or `None` (after saying why) when PostgreSQL is unreachable.
+    fn fresh() -> Option<Self> {
+        let url = pg_url();
+        let mut admin = match postgres::Client::connect(&url, postgres::NoTls) {
+            Ok(client) => client,
+            Err(error) => {
+                if std::env::var_os("TEST_REQUIRE_POSTGRES").is_some() {
+                    panic!("PostgreSQL is required but unreachable: {error}");
+                }
+                println!("skipping PostgreSQL: {error}");
+                return None;
+            }
+        };
+        let schema = format!("test_store_{}", unique_suffix());
+        admin
+            .batch_execute(&format!("CREATE SCHEMA {schema}"))
+            .expect("create test schema");
+        Some(Self { url, schema })
+    }
+}
+
+impl Backend for PgBackend {
+    type Db = PgDb;
+
+    fn connect(&self) -> PgDb {
+        let mut client =
+            postgres::Client::connect(&self.url, postgres::NoTls).expect("connect to PostgreSQL");
+        client
+            .batch_execute(&format!("SET search_path TO {}", self.schema))
+            .expect("set search_path");
+        PgDb(RefCell::new(client))
+    }
+}
+
+impl Drop for PgBackend {
+    fn drop(&mut self) {
+        if let Ok(mut admin) = postgres::Client::connect(&self.url, postgres::NoTls) {
+            let _ = admin.batch_execute(&format!("DROP SCHEMA {} CASCADE", self.schema));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The suite
+
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name(&super::SqliteBackend::fresh());
+                }
+            )*
+        }
+
+        mod on_postgres {
+            $(
+                #[test]
+                fn $name() {
+                    if let Some(backend) = super::PgBackend::fresh() {
+                        super::$name(&backend);
+                    }
+                }
+            )*
+        }
+    };
+}
+
+backend_tests!(
+    migrations_are_idempotent,
+    concurrent_migrations_apply_once,
+    create_get_delete,
+    ensure_session_is_idempotent,
+    missing_rows,
+    append_order_and_pagination,
+    update_message_rewrites_a_streamed_answer,
+    feedback_is_replaced,
+    recent_turns_fit_the_budget,
+    hostile_text_is_stored_verbatim,
+    concurrent_appends_lose_nothing,
+);
+
+/// A connection with the schema in place.
+fn ready<B: Backend>(backend: &B) -> B::Db {
+    let db = backend.connect();
+    ensure_schema(&db).expect("ensure schema");
+    db
+}
+
+fn count(db: &impl Database, sql: &str, params: &[SqlValue]) -> i64 {
+    let rows = db.query(sql, params).expect("count query");
+    rows.first().unwrap().integer("n").unwrap()
+}
+
+/// `2026-11-23T15:04:05.123Z`
+fn assert_timestamp(value: &str) {
+    let bytes = value.as_bytes();
+    let shape_ok = bytes.len() == 24
+        && bytes.iter().enumerate().all(|(i, b)| match i {
+            4 | 7 => *b == b'-',
+            10 => *b == b'T',
+            13 | 16 => *b == b':',
+            19 => *b == b'.',
+            23 => *b == b'Z',
+            _ => b.is_ascii_digit(),
+        });
+    assert!(
+        shape_ok,
+        "not an RFC 3339 UTC millisecond timestamp: {value:?}"
+    );
+}
+
+fn migrations_are_idempotent<B: Backend>(backend: &B) {
+    let db = backend.connect();
+    assert!(
+        schema_version(&db).is_err(),
+        "a fresh database has no migrations table"
+    );
+    let all: Vec<i64> = rag_core::store::MIGRATIONS
+        .iter()
+        .map(|m| m.version)
+        .collect();
+    assert_eq!(ensure_schema(&db).unwrap(), SchemaStatus::Migrated(all));
+    assert_eq!(ensure_schema(&db).unwrap(), SchemaStatus::Current);
+    assert_eq!(migrate(&db).unwrap(), Vec::<i64>::new());
+    assert_eq!(schema_version(&db).unwrap(), Some(LATEST_SCHEMA_VERSION));
+    let rows = count(&db, "SELECT count(*) AS n FROM schema_migrations", &[]);
+    assert_eq!(rows, rag_core::store::MIGRATIONS.len() as i64);
+    let applied_at = db
+        .query("SELECT applied_at FROM schema_migrations", &[])
+        .unwrap();
+    assert_timestamp(&applied_at.first().unwrap().text("applied_at").unwrap());
+    // The schema works after the second run, and a failed statement left no open transaction.
+    let store = SessionStore::new(&db);
+    store.create_session("after-migrations").unwrap();
+    assert!(store
+        .get_session("after-migrations", 10, None)
+        .unwrap()
+        .is_some());
+}
+
+fn concurrent_migrations_apply_once<B: Backend>(backend: &B) {
+    const REPLICAS: usize = 4;
+    let start = Barrier::new(REPLICAS);
+    let applied: Vec<Vec<i64>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..REPLICAS)
+            .map(|_| {
+                scope.spawn(|| {
+                    let db = backend.connect();
+                    start.wait();
+                    match ensure_schema(&db).expect("ensure schema from a replica") {
+                        SchemaStatus::Current => Vec::new(),
+                        SchemaStatus::Migrated(versions) => versions,
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut all: Vec<i64> = applied.into_iter().flatten().collect();
+    all.sort_unstable();
+    let expected: Vec<i64> = rag_core::store::MIGRATIONS
+        .iter()
+        .map(|m| m.version)
+        .collect();
+    assert_eq!(all, expected, "each version applied by exactly one replica");
+    let db = backend.connect();
+    let rows = count(&db, "SELECT count(*) AS n FROM schema_migrations", &[]);
+    assert_eq!(rows, expected.len() as i64);
+}
+
+fn create_get_delete<B: Backend>(backend: &B) {
+    let db = ready(backend);
+    let store = SessionStore::new(&db);
+    let session = store.create_session("s-1").unwrap();
+    assert_eq!(session.id, "s-1");
+    assert_timestamp(&session.created_at);
+    assert!(matches!(
+        store.create_session("s-1"),
+        Err(StoreError::Conflict(_))
+    ));
+
+    let page = store.get_session("s-1", 50, None).unwrap().unwrap();
+    assert_eq!(page.session, session);
+    assert!(page.messages.is_empty());
+    assert_eq!(page.next_before, None);
+
+    let question = store
+        .append_message(
+            "s-1",
+            Role::User,
+            "What is ROS 2?",
+            "[]",
+            MessageStatus::Complete,
+        )
+        .unwrap();
+    let answer = store
+        .append_message(
+            "s-1",
+            Role::Assistant,
+            "A robotics middleware.",
+            r#"[{"url":"https://book/ros2"}]"#,
+            MessageStatus::Complete,
+        )
+        .unwrap();
+    assert_timestamp(&question.created_at);
+    assert!(answer.id > question.id);
+    assert!(store
+        .set_feedback("s-1", answer.id, Rating::Up, None, None)
+        .unwrap());
+    // Another session's rows must survive the delete.
+    store.create_session("s-2").unwrap();
+    store
+        .append_message("s-2", Role::User, "kept", "[]", MessageStatus::Complete)
+        .unwrap();
+
+    assert!(store.delete_session("s-1").unwrap());
+    assert_eq!(store.get_session("s-1", 50, None).unwrap(), None);
+    assert!(!store.delete_session("s-1").unwrap());
+    let id = SqlValue::from("s-1");
+    let orphans = count(
+        &db,
+        &db.dialect()
+            .render_test("SELECT count(*) AS n FROM messages WHERE session_id = $1"),
+        std::slice::from_ref(&id),
+    );
+    assert_eq!(orphans, 0, "messages deleted with their session");
+    let ratings = count(
+        &db,
+        &db.dialect()
+            .render_test("SELECT count(*) AS n FROM feedback WHERE message_id = $1"),
+        &[SqlValue::Integer(answer.id)],
+    );
+    assert_eq!(ratings, 0, "feedback deleted with its message");
+    let kept = store.get_session("s-2", 50, None).unwrap().unwrap();
+    assert_eq!(kept.messages.len(), 1);
+    // The id can be used again once deleted.
+    store.create_session("s-1").unwrap();
+}
+
+/// Statements the tests write themselves use the same placeholder spelling as the store.
+trait RenderTest {
+    fn render_test(self, sql: &str) -> String;
+}
+
+impl RenderTest for Dialect {
+    fn render_test(self, sql: &str) -> String {
+        match self {
+            Dialect::Postgres => sql.to_owned(),
+            Dialect::Sqlite => sql.replace('$', "?"),
+        }
+    }
+}
+
+fn ensure_session_is_idempotent<B: Backend>(backend: &B) {
+    let db = ready(backend);
+    let store = SessionStore::new(&db);
+    assert!(store.ensure_session("demo").unwrap());
+    let first = store
+        .get_session("demo", 50, None)
+        .unwrap()
+        .unwrap()
+        .session;
+    store
+        .append_message("demo", Role::User, "hello", "[]", MessageStatus::Complete)
+        .unwrap();
+    assert!(!store.ensure_session("demo").unwrap());
+    let page = store.get_session("demo", 50, None).unwrap().unwrap();
+    assert_eq!(page.session, first, "an existing session is left as it was");
+    assert_eq!(page.messages.len(), 1);
+    assert!(matches!(
+        store.create_session("demo"),
+        Err(StoreError::Conflict(_))
+    ));
+}
+
+fn missing_rows<B: Backend>(backend: &B) {
+    let db = ready(backend);
+    let store = SessionStore::new(&db);
+    assert_eq!(store.get_session("nope", 50, None).unwrap(), None);
+    assert!(!store.delete_session("nope").unwrap());
+    assert!(matches!(
+        store.append_message("nope", Role::User, "hi", "[]", MessageStatus::Complete),
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(!store
+        .update_message(9_999_999, "x", "[]", MessageStatus::Complete)
+        .unwrap());
+    assert!(store.recent_turns("nope", 10_000).unwrap().is_empty());
+
+    store.create_session("a").unwrap();
+    store.create_session("b").unwrap();
+    let question = store
+        .append_message("a", Role::User, "q", "[]", MessageStatus::Complete)
+        .unwrap();
+    let answer = store
+        .append_message("a", Role::Assistant, "r", "[]", MessageStatus::Complete)
+        .unwrap();
+    assert!(!store
+        .set_feedback("nope", answer.id, Rating::Up, None, None)
+        .unwrap());
+    assert!(
+        !store
+            .set_feedback("b", answer.id, Rating::Up, None, None)
+            .unwrap(),
+        "a message of another session"
+    );
+    assert!(
+        !store
+            .set_feedback("a", question.id, Rating::Up, None, None)
+            .unwrap(),
+        "user messages cannot be rated"
+    );
+    assert!(!store
+        .set_feedback("a", 9_999_999, Rating::Down, None, None)
+        .unwrap());
+    assert!(store
+        .set_feedback("a", answer.id, Rating::Up, None, None)
+        .unwrap());
+}
+
+fn append_order_and_pagination<B: Backend>(backend: &B) {
+    let db = ready(backend);
+    let store = SessionStore::new(&db);
+    store.create_session("paged").unwrap();
+    let mut ids = Vec::new();
+    for n in 1..=7 {
+        let role = if n % 2 == 1 {
+            Role::User
+        } else {
+            Role::Assistant
+        };
+        let record = store
+            .append_message(
+                "paged",
+                role,
+                &format!("m{n}"),
+                "[]",
+                MessageStatus::Complete,
+            )
+            .unwrap();
+        ids.push(record.id);
+    }
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids grow: {ids:?}");
+
+    let contents = |page: &rag_core::store::SessionPage| -> Vec<String> {
+        page.messages.iter().map(|m| m.content.clone()).collect()
+    };
+    let newest = store.get_session("paged", 3, None).unwrap().unwrap();
+    assert_eq!(contents(&newest), ["m5", "m6", "m7"]);
+    assert_eq!(newest.next_before, Some(ids[4]));
+    assert_eq!(newest.messages[0].role, Role::User);
+    assert_eq!(newest.messages[1].role, Role::Assistant);
+
+    let middle = store
+        .get_session("paged", 3, newest.next_before)
+        .unwrap()
+        .unwrap();
+    assert_eq!(contents(&middle), ["m2", "m3", "m4"]);
+    assert_eq!(middle.next_before, Some(ids[1]));
+
+    let oldest = store
+        .get_session("paged", 3, middle.next_before)
+        .unwrap()
+        .unwrap();
+    assert_eq!(contents(&oldest), ["m1"]);
+    assert_eq!(oldest.next_before, None);
+
+    let exact = store.get_session("paged", 7, None).unwrap().unwrap();
+    assert_eq!(exact.messages.len(), 7);
+    assert_eq!(
+        exact.next_before, None,
+        "no older page when the page ends at the start"
+    );
+
+    let clamped_low = store.get_session("paged", 0, None).unwrap().unwrap();
+    assert_eq!(contents(&clamped_low), ["m7"]);
+    let clamped_high = store
+        .get_session("paged", usize::MAX, None)
+        .unwrap()
+        .unwrap();
+    assert_eq!(clamped_high.messages.len(), 7);
+
+    let before_first = store
+        .get_session("paged", 50, Some(ids[0]))
+        .unwrap()
+        .unwrap();
+    assert!(before_first.messages.is_empty());
+    assert_eq!(before_first.next_before, None);
+}
+
+fn update_message_rewrites_a_streamed_answer<B: Backend>(backend: &B) {
+    let db = ready(backend);
+    let store = SessionStore::new(&db);
+    store.ensure_session("stream").unwrap();
+    let record = store
+        .append_message(
+            "stream",
+            Role::Assistant,
+            "",
+            "[]",
+            MessageStatus::Incomplete,
+        )
+        .unwrap();
+    assert!(store
+        .update_message(record.id, "Partial", "[]", MessageStatus::Incomplete)
+        .unwrap());
+    let partial = store.get_session("stream", 50, None).unwrap().unwrap();
+    assert_eq!(partial.messages[0].content, "Partial");
+    assert_eq!(partial.messages[0].status, MessageStatus::Incomplete);
+
+    let sources = r#"[{"title":"Sensors","url":"https://book/sensors#lidar","score":0.91}]"#;
+    assert!(store
+        .update_message(
+            record.id,
+            "Partial answer, finished.",
+            sources,
+            MessageStatus::Complete
+        )
+        .unwrap());
+    let done = store.get_session("stream", 50, None).unwrap().unwrap();
+    let message = &done.messages[0];
+    assert_eq!(message.id, record.id);
+    assert_eq!(message.content, "Partial answer, finished.");
+    assert_eq!(message.sources, sources);
+    assert_eq!(message.sources_json().unwrap()[0]["score"], 0.91);
+    assert_eq!(message.status, MessageStatus::Complete);
+    assert_eq!(message.created_at, record.created_at);
+}
+
+fn feedback_is_replaced<B: Backend>(backend: &B) {
+    let db = ready(backend);
+    let store = SessionStore::new(&db);
+    store.create_session("rated").unwrap();
+    let answer = store
+        .append_message(
+            "rated",
+            Role::Assistant,
+            "answer",
+            "[]",
+            MessageStatus::Complete,
+        )
+        .unwrap();
+    let unrated = store.get_session("rated", 50, None).unwrap().unwrap();
+    assert_eq!(unrated.messages[0].feedback, None);
+
+    assert!(store
+        .set_feedback(
+            "rated",
+            answer.id,
+            Rating::Down,
+            Some("wrong citation"),
+            Some("Page 3 says otherwise.")
+        )
+        .unwrap());
+    let first = store
+        .get_session("rated", 50, None)
+        .unwrap()
+        .unwrap()
+        .messages[0]
+        .feedback
+        .clone()
+        .unwrap();
+    assert_eq!(first.rating, Rating::Down);
+    assert_eq!(first.reason.as_deref(), Some("wrong citation"));
+    assert_eq!(first.comment.as_deref(), Some("Page 3 says otherwise."));
+    assert_timestamp(&first.rated_at);
+
+    assert!(store
+        .set_feedback("rated", answer.id, Rating::Up, None, None)
+        .unwrap());
+    let second = store
+        .get_session("rated", 50, None)
+        .unwrap()
+        .unwrap()
+        .messages[0]
+        .feedback
+        .clone()
+        .unwrap();
+    assert_eq!(second.rating, Rating::Up);
+    assert_eq!(
+        second.reason, None,
+        "the new rating replaces the old one whole"
+    );
+    assert_eq!(second.comment, None);
+    assert!(second.rated_at >= first.rated_at);
+    let rows = count(&db, "SELECT count(*) AS n FROM feedback", &[]);
+    assert_eq!(rows, 1);
+}
+
+fn recent_turns_fit_the_budget<B: Backend>(backend: &B) {
+    let db = ready(backend);
+    let store = SessionStore::new(&db);
+    store.create_session("ctx").unwrap();
+    let other = "other session";
+    store.create_session(other).unwrap();
+    store
+        .append_message(other, Role::User, "not mine", "[]", MessageStatus::Complete)
+        .unwrap();
+    for (role, content, status) in [
+        (Role::User, "aaaa", MessageStatus::Complete),
+        (Role::Assistant, "bbbbbb", MessageStatus::Complete),
+        (Role::User, "🙂é", MessageStatus::Complete),
+        (
+            Role::Assistant,
+            "cut off mid-sent",
+            MessageStatus::Incomplete,
+        ),
+    ] {
+        store
+            .append_message("ctx", role, content, "[]", status)
+            .unwrap();
+    }
+    let turn = |role, content: &str| Turn {
+        role,
+        content: content.to_owned(),
+    };
+    assert_eq!(store.recent_turns("ctx", 0).unwrap(), []);
+    assert_eq!(store.recent_turns("ctx", 1).unwrap(), []);
+    // Characters, not bytes: "🙂é" is 2 characters and 6 bytes.
+    assert_eq!(
+        store.recent_turns("ctx", 2).unwrap(),
+        [turn(Role::User, "🙂é")]
+    );
+    assert_eq!(
+        store.recent_turns("ctx", 7).unwrap(),
+        [turn(Role::User, "🙂é")]
+    );
+    assert_eq!(
+        store.recent_turns("ctx", 8).unwrap(),
+        [turn(Role::Assistant, "bbbbbb"), turn(Role::User, "🙂é")]
+    );
+    assert_eq!(
+        store.recent_turns("ctx", 11).unwrap(),
+        [turn(Role::Assistant, "bbbbbb"), turn(Role::User, "🙂é")],
+        "stops at the first turn that does not fit"
+    );
+    assert_eq!(
+        store.recent_turns("ctx", usize::MAX).unwrap(),
+        [
+            turn(Role::User, "aaaa"),
+            turn(Role::Assistant, "bbbbbb"),
+            turn(Role::User, "🙂é"),
+        ]
+    );
+}
+
+fn hostile_text_is_stored_verbatim<B: Backend>(backend: &B) {
+    let db = ready(backend);
+    let store = SessionStore::new(&db);
+    let hostile_id = "x'); DROP TABLE sessions; --";
+    store.create_session(hostile_id).unwrap();
+    let texts = [
+        "'; DROP TABLE messages; --",
+        "Robert'); DELETE FROM feedback WHERE ('1'='1",
+        "$1 ?1 ?2 {now} %s %d \\ \\\\ \" ` ; -- /* */",
+        "emoji 🤖🦾👩🏽‍🔬 flags 🇯🇵 and ZWJ",
+        "مرحبا بالعالم — עברית \u{202E}reversed\u{202C} mixed",
+        "controls \u{1}\u{7}\u{8}\t\r\n\u{1b}[31mred\u{1b}[0m \u{7f} \u{FEFF}bom \u{200B}zw",
+        "combining e\u{301} and 한국어 and 𝔘𝔫𝔦𝔠𝔬𝔡𝔢",
+        "",
+    ];
+    let mut ids = Vec::new();
+    for text in texts {
+        let sources =
+            serde_json::json!([{ "title": text, "url": "https://book/x?q='--" }]).to_string();
+        let record = store
+            .append_message(
+                hostile_id,
+                Role::Assistant,
+                text,
+                &sources,
+                MessageStatus::Complete,
+            )
+            .unwrap();
+        assert!(store
+            .set_feedback(hostile_id, record.id, Rating::Down, Some(text), Some(text))
+            .unwrap());
+        ids.push((record.id, text, sources));
+    }
+    let page = store.get_session(hostile_id, 200, None).unwrap().unwrap();
+    assert_eq!(page.session.id, hostile_id);
+    assert_eq!(page.messages.len(), texts.len());
+    for (message, (id, text, sources)) in page.messages.iter().zip(&ids) {
+        assert_eq!(message.id, *id);
+        assert_eq!(message.content, *text);
+        assert_eq!(&message.sources, sources);
+        let feedback = message.feedback.as_ref().unwrap();
+        assert_eq!(feedback.reason.as_deref(), Some(*text));
+        assert_eq!(feedback.comment.as_deref(), Some(*text));
+    }
+    let turns = store.recent_turns(hostile_id, usize::MAX).unwrap();
+    let contents: Vec<&str> = turns.iter().map(|t| t.content.as_str()).collect();
+    assert_eq!(contents, texts);
+    // Every table is still there and intact.
+    assert_eq!(count(&db, "SELECT count(*) AS n FROM sessions", &[]), 1);
+    assert_eq!(
+        count(&db, "SELECT count(*) AS n FROM messages", &[]),
+        texts.len() as i64
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) AS n FROM feedback", &[]),
+        texts.len() as i64
+    );
+
+    // NUL is refused the same way on both backends, before reaching the database.
+    let nul = store.append_message(
+        hostile_id,
+        Role::User,
+        "a\0b",
+        "[]",
+        MessageStatus::Complete,
+    );
+    match nul {
+        Err(StoreError::Invalid(error)) => assert_eq!(error.field, "content"),
+        other => panic!("expected a field error, got {other:?}"),
+    }
+    assert!(store.delete_session(hostile_id).unwrap());
+}
+
+fn concurrent_appends_lose_nothing<B: Backend>(backend: &B) {
+    const THREADS: usize = 8;
+    const APPENDS: usize = 100;
+    {
+        let db = ready(backend);
+        SessionStore::new(&db).create_session("busy").unwrap();
+    }
+    let start = Barrier::new(THREADS);
+    let observed: Vec<Vec<(i64, String)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|thread| {
+                let start = &start;
+                scope.spawn(move || {
+                    let db = backend.connect();
+                    let store = SessionStore::new(&db);
+                    start.wait();
+                    (thread..APPENDS)
+                        .step_by(THREADS)
+                        .map(|n| {
+                            let content = format!("thread {thread} message {n}");
+                            let record = store
+                                .append_message(
+                                    "busy",
+                                    Role::User,
+                                    &content,
+                                    "[]",
+                                    MessageStatus::Complete,
+                                )
+                                .expect("concurrent append");
+                            (record.id, content)
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for appends in &observed {
+        assert!(
+            appends.windows(2).all(|w| w[0].0 < w[1].0),
+            "ids grow in the order each thread appended: {appends:?}"
+        );
+    }
+    let mut expected: Vec<(i64, String)> = observed.into_iter().flatten().collect();
+    expected.sort();
+    assert_eq!(expected.len(), APPENDS);
+    let unique_ids: BTreeSet<i64> = expected.iter().map(|(id, _)| *id).collect();
+    assert_eq!(unique_ids.len(), APPENDS, "no id handed out twice");
+
+    let db = backend.connect();
+    let page = SessionStore::new(&db)
+        .get_session("busy", 200, None)
+        .unwrap()
+        .unwrap();
+    let stored: Vec<(i64, String)> = page
+        .messages
+        .into_iter()
+        .map(|m| (m.id, m.content))
+        .collect();
+    assert_eq!(stored, expected, "every append stored, in id order");
+}
