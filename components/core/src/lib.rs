@@ -4,8 +4,11 @@
 //! `ingest` command uses it too.
 
 pub mod chat;
+pub mod citations;
 pub mod config;
 pub mod error;
+pub mod extractive;
+pub mod prompt;
 pub mod retry;
 pub mod sse;
 pub mod upstream;

@@ -1,0 +1,193 @@
+//! The answer without a language model: the best sentences of the top passages, each cited,
+//! under a label that says plainly the text was extracted, not generated.
+
+use crate::retrieval::Passage;
+
+/// First line of every extractive answer.
+pub const EXTRACTIVE_LABEL: &str =
+    "From the book (extracted passages, no language model configured):";
+
+/// The answer when retrieval found nothing relevant.
+pub const REFUSAL: &str = "I could not find this in the book. Try rephrasing the question \
+     with the words the book would use, or ask about a topic it covers.";
+
+/// Passages quoted in an extractive answer.
+pub const MAX_PASSAGES: usize = 3;
+/// Sentences quoted from each passage.
+pub const SENTENCES_PER_PASSAGE: usize = 2;
+/// Longest quoted sentence, in characters; longer ones are cut on a word boundary.
+pub const MAX_SENTENCE_CHARS: usize = 300;
+
+const STOPWORDS: &[&str] = &[
+    "the", "and", "for", "are", "but", "not", "you", "all", "any", "can", "had", "her", "was",
+    "one", "our", "out", "has", "have", "how", "what", "when", "where", "which", "who", "why",
+    "does", "this", "that", "with", "from", "into", "about", "is", "a", "an", "of", "to", "in",
+    "on", "it", "as", "be", "by", "or", "do", "its", "their", "there", "these", "those", "they",
+];
+
+/// An answer quoting the sentences of the top passages that share most words with the
+/// question (plus the selected passage, when given), each followed by its `[n]`. Falls back
+/// to [`REFUSAL`] when there is nothing to quote.
+pub fn extractive_answer(query: &str, passages: &[Passage], selected_text: Option<&str>) -> String {
+    let terms = terms(query);
+    let mut lines = Vec::new();
+    if let Some(selected) = selected_text {
+        let best = best_sentences(selected, &terms, SENTENCES_PER_PASSAGE);
+        if !best.is_empty() {
+            lines.push(format!("From your selection: {}", best.join(" ")));
+        }
+    }
+    for (i, passage) in passages.iter().take(MAX_PASSAGES).enumerate() {
+        let best = best_sentences(&passage.text, &terms, SENTENCES_PER_PASSAGE);
+        if best.is_empty() {
+            continue;
+        }
+        let place = if passage.heading.is_empty() {
+            passage.title.clone()
+        } else {
+            format!("{} — {}", passage.title, passage.heading)
+        };
+        lines.push(format!("- {place}: {} [{}]", best.join(" "), i + 1));
+    }
+    if lines.is_empty() {
+        return REFUSAL.to_owned();
+    }
+    format!("{EXTRACTIVE_LABEL}\n\n{}", lines.join("\n"))
+}
+
+/// Lower-cased content words of `text`.
+fn terms(text: &str) -> Vec<String> {
+    let mut terms: Vec<String> = text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|word| word.chars().count() >= 2)
+        .map(str::to_lowercase)
+        .filter(|word| !STOPWORDS.contains(&word.as_str()))
+        .collect();
+    terms.sort();
+    terms.dedup();
+    terms
+}
+
+/// Splits on sentence-ending punctuation followed by whitespace, and on blank lines.
+fn sentences(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for paragraph in text.split("\n\n") {
+        let flat = paragraph.split_whitespace().collect::<Vec<_>>().join(" ");
+        let mut start = 0;
+        let chars: Vec<(usize, char)> = flat.char_indices().collect();
+        for (k, &(index, c)) in chars.iter().enumerate() {
+            let next_is_space = chars.get(k + 1).is_some_and(|&(_, n)| n == ' ');
+            if matches!(c, '.' | '!' | '?') && next_is_space {
+                out.push(flat[start..=index].trim().to_owned());
+                start = index + 1;
+            }
+        }
+        out.push(flat[start..].trim().to_owned());
+    }
+    out.retain(|s| s.chars().filter(|c| c.is_alphanumeric()).count() >= 3);
+    out
+}
+
+/// Up to `count` sentences sharing the most terms with the question, in text order; the
+/// opening sentences when none shares any.
+fn best_sentences(text: &str, terms: &[String], count: usize) -> Vec<String> {
+    let sentences = sentences(text);
+    let mut scored: Vec<(usize, usize)> = sentences
+        .iter()
+        .enumerate()
+        .map(|(i, sentence)| {
+            let words = self::terms(sentence);
+            (terms.iter().filter(|t| words.contains(t)).count(), i)
+        })
+        .collect();
+    scored.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    let mut chosen: Vec<usize> = scored.iter().take(count).map(|&(_, i)| i).collect();
+    chosen.sort_unstable();
+    chosen
+        .into_iter()
+        .map(|i| crate::chat::snippet(&sentences[i], MAX_SENTENCE_CHARS))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn passage(title: &str, text: &str) -> Passage {
+        Passage {
+            url: format!("https://b/{title}"),
+            page_url: format!("https://b/{title}"),
+            title: title.into(),
+            heading: "Intro".into(),
+            text: text.into(),
+            score: 0.5,
+        }
+    }
+
+    #[test]
+    fn quotes_the_most_relevant_sentences_with_citations() {
+        let passages = [
+            passage("ROS 2", "ROS 2 is middleware. A node is a process that performs computation. Nodes talk over topics. Launch files start many nodes."),
+            passage("Gazebo", "Gazebo simulates robots. It models physics."),
+        ];
+        let answer = extractive_answer("What is a node in ROS?", &passages, None);
+        let mut lines = answer.lines();
+        assert_eq!(lines.next(), Some(EXTRACTIVE_LABEL));
+        assert!(
+            answer.contains(
+                "- ROS 2 — Intro: ROS 2 is middleware. A node is a process that performs computation. [1]"
+            ),
+            "{answer}"
+        );
+        assert!(answer.contains("[1]"));
+        assert!(answer.contains("[2]"), "every quoted passage is cited");
+        assert!(
+            !answer.contains("Launch files start many nodes"),
+            "weaker sentence kept: {answer}"
+        );
+    }
+
+    #[test]
+    fn uses_at_most_three_passages() {
+        let passages: Vec<_> = (0..5)
+            .map(|i| passage(&format!("p{i}"), "Some text here."))
+            .collect();
+        let answer = extractive_answer("text", &passages, None);
+        assert!(
+            answer.contains("[3]") && !answer.contains("[4]"),
+            "{answer}"
+        );
+    }
+
+    #[test]
+    fn selected_text_is_quoted_first() {
+        let answer = extractive_answer(
+            "why torque",
+            &[],
+            Some("Motors matter. Torque limits the arm's payload. Colour is irrelevant."),
+        );
+        assert!(answer.starts_with(EXTRACTIVE_LABEL));
+        assert!(answer.contains("From your selection:"));
+        assert!(
+            answer.contains("Torque limits the arm's payload."),
+            "{answer}"
+        );
+    }
+
+    #[test]
+    fn nothing_to_quote_is_a_refusal() {
+        assert_eq!(extractive_answer("anything", &[], None), REFUSAL);
+        assert_eq!(
+            extractive_answer("anything", &[passage("x", "  ")], None),
+            REFUSAL
+        );
+    }
+
+    #[test]
+    fn sentence_splitting() {
+        assert_eq!(
+            sentences("One. Two! Three?\n\nFour v1.2 ok"),
+            ["One.", "Two!", "Three?", "Four v1.2 ok"]
+        );
+    }
+}
