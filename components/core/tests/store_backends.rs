@@ -258,10 +258,15 @@ impl PgBackend {
         let mut admin = match postgres::Client::connect(&url, postgres::NoTls) {
             Ok(client) => client,
             Err(error) => {
+                // The top-level message is only "error connecting to server"; the cause says why.
+                let reason = match std::error::Error::source(&error) {
+                    Some(cause) => format!("{error}: {cause}"),
+                    None => error.to_string(),
+                };
                 if std::env::var_os("TEST_REQUIRE_POSTGRES").is_some() {
-                    panic!("PostgreSQL is required but unreachable: {error}");
+                    panic!("PostgreSQL is required but unreachable: {reason}");
                 }
-                println!("skipping PostgreSQL: {error}");
+                println!("skipping PostgreSQL: {reason}");
                 return None;
             }
         };
