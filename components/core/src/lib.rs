@@ -6,6 +6,8 @@
 pub mod chat;
 pub mod citations;
 pub mod config;
+#[cfg(feature = "docs")]
+pub mod docs;
 pub mod error;
 pub mod extractive;
 pub mod prompt;
