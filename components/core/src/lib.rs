@@ -12,6 +12,7 @@ pub mod error;
 pub mod extractive;
 pub mod prompt;
 pub mod retry;
+pub mod search_index;
 pub mod sse;
 pub mod upstream;
 pub mod store;

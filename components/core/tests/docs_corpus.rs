@@ -6,7 +6,9 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use rag_core::docs::{chunk_page, parse_page, Page, SiteConfig, DEFAULT_MAX_CHARS, DEFAULT_OVERLAP_CHARS};
+use rag_core::docs::{
+    chunk_page, parse_page, Page, SiteConfig, DEFAULT_MAX_CHARS, DEFAULT_OVERLAP_CHARS,
+};
 
 const CORPUS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -22,7 +24,10 @@ fn doc_files(dir: &Path, root: &Path, out: &mut Vec<(String, PathBuf)>) {
     for path in entries {
         if path.is_dir() {
             doc_files(&path, root, out);
-        } else if matches!(path.extension().and_then(|e| e.to_str()), Some("md" | "mdx")) {
+        } else if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("md" | "mdx")
+        ) {
             let rel = path
                 .strip_prefix(root)
                 .expect("inside the corpus")
@@ -43,9 +48,13 @@ fn jsx_tag(text: &str) -> Option<&str> {
         let opens = bytes.get(i + 1).is_some_and(u8::is_ascii_uppercase) && !after_identifier;
         let is_tag = bytes[i] == b'<'
             && (opens
-                || (bytes.get(i + 1) == Some(&b'/') && bytes.get(i + 2).is_some_and(u8::is_ascii_uppercase)));
+                || (bytes.get(i + 1) == Some(&b'/')
+                    && bytes.get(i + 2).is_some_and(u8::is_ascii_uppercase)));
         is_tag.then(|| {
-            let end = text[i..].char_indices().nth(40).map_or(text.len(), |(j, _)| i + j);
+            let end = text[i..]
+                .char_indices()
+                .nth(40)
+                .map_or(text.len(), |(j, _)| i + j);
             &text[i..end]
         })
     })
@@ -92,20 +101,41 @@ fn every_corpus_page_parses_and_chunks_cleanly() {
     assert_eq!(page_urls.len(), 90, "every page has its own URL");
 
     for (rel, expected) in [
-        ("guides/docs/docs-create-doc.mdx", "https://docusaurus.io/docs/create-doc"),
-        ("api/plugins/plugin-content-docs.mdx", "https://docusaurus.io/docs/api/plugins/@docusaurus/plugin-content-docs"),
+        (
+            "guides/docs/docs-create-doc.mdx",
+            "https://docusaurus.io/docs/create-doc",
+        ),
+        (
+            "api/plugins/plugin-content-docs.mdx",
+            "https://docusaurus.io/docs/api/plugins/@docusaurus/plugin-content-docs",
+        ),
         ("introduction.mdx", "https://docusaurus.io/docs"),
         ("cli.mdx", "https://docusaurus.io/docs/cli"),
-        ("guides/markdown-features/markdown-features-tabs.mdx", "https://docusaurus.io/docs/markdown-features/tabs"),
+        (
+            "guides/markdown-features/markdown-features-tabs.mdx",
+            "https://docusaurus.io/docs/markdown-features/tabs",
+        ),
     ] {
         assert_eq!(pages[rel].url, expected, "{rel}");
     }
-    assert_eq!(pages["guides/docs/docs-create-doc.mdx"].title, "Create a doc");
-    assert_eq!(pages["guides/markdown-features/markdown-features-tabs.mdx"].title, "Tabs");
+    assert_eq!(
+        pages["guides/docs/docs-create-doc.mdx"].title,
+        "Create a doc"
+    );
+    assert_eq!(
+        pages["guides/markdown-features/markdown-features-tabs.mdx"].title,
+        "Tabs"
+    );
     assert!(pages.values().all(|p| !p.title.trim().is_empty()));
     // Explicit `{#id}` anchors win over generated ones.
     let cli = &pages["cli.mdx"];
-    assert!(cli.sections.iter().any(|s| s.anchor == "docusaurus-start-sitedir"), "{:?}", cli.sections.iter().map(|s| &s.anchor).collect::<Vec<_>>());
+    assert!(
+        cli.sections
+            .iter()
+            .any(|s| s.anchor == "docusaurus-start-sitedir"),
+        "{:?}",
+        cli.sections.iter().map(|s| &s.anchor).collect::<Vec<_>>()
+    );
 
     let mut ids = HashSet::new();
     let mut chunk_count = 0;
@@ -115,12 +145,29 @@ fn every_corpus_page_parses_and_chunks_cleanly() {
         assert!(!chunks.is_empty(), "{rel} has no chunks");
         for chunk in chunks {
             chunk_count += 1;
-            assert!(ids.insert(chunk.id.clone()), "{rel}: duplicate chunk id {}", chunk.id);
-            assert!(chunk.url.starts_with(&page.url), "{rel}: {} outside {}", chunk.url, page.url);
+            assert!(
+                ids.insert(chunk.id.clone()),
+                "{rel}: duplicate chunk id {}",
+                chunk.id
+            );
+            assert!(
+                chunk.url.starts_with(&page.url),
+                "{rel}: {} outside {}",
+                chunk.url,
+                page.url
+            );
             assert_eq!(chunk.page_url, page.url);
             let size = chunk.text.chars().count();
-            assert!(size <= DEFAULT_MAX_CHARS, "{rel}: chunk of {size} chars at {}", chunk.url);
-            assert!(!chunk.text.trim().is_empty(), "{rel}: empty chunk at {}", chunk.url);
+            assert!(
+                size <= DEFAULT_MAX_CHARS,
+                "{rel}: chunk of {size} chars at {}",
+                chunk.url
+            );
+            assert!(
+                !chunk.text.trim().is_empty(),
+                "{rel}: empty chunk at {}",
+                chunk.url
+            );
             let mut in_code = false;
             for line in chunk.text.lines() {
                 let line = line.trim_start();
@@ -133,7 +180,9 @@ fn every_corpus_page_parses_and_chunks_cleanly() {
                 // Code examples and `code spans` may show comment and admonition syntax; prose
                 // may not.
                 let prose: String = line.split('`').step_by(2).collect();
-                if !in_code && (prose.starts_with(":::") || prose.contains("{/*") || prose.contains("<!--")) {
+                if !in_code
+                    && (prose.starts_with(":::") || prose.contains("{/*") || prose.contains("<!--"))
+                {
                     noise.push(format!("markup {line:?} in {}", chunk.url));
                 }
             }
@@ -142,7 +191,12 @@ fn every_corpus_page_parses_and_chunks_cleanly() {
             }
         }
     }
-    assert!(noise.is_empty(), "{} noisy chunks:\n{}", noise.len(), noise.join("\n"));
+    assert!(
+        noise.is_empty(),
+        "{} noisy chunks:\n{}",
+        noise.len(),
+        noise.join("\n")
+    );
     assert!(chunk_count > 90 * 3, "only {chunk_count} chunks");
     println!("{} pages, {chunk_count} chunks", pages.len());
 }

@@ -103,7 +103,14 @@ fn uuid_from(key: &str) -> String {
     bytes[6] = (bytes[6] & 0x0f) | 0x80;
     bytes[8] = (bytes[8] & 0x3f) | 0x80;
     let h = hex(&bytes);
-    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
 }
 
 fn char_len(text: &str) -> usize {
@@ -324,7 +331,9 @@ mod tests {
     #[test]
     fn long_sections_are_bounded_with_overlap() {
         let sentence = "The zero moment point must stay inside the support polygon. ";
-        let paragraphs: Vec<String> = (0..12).map(|i| format!("Paragraph {i}. {}", sentence.repeat(4))).collect();
+        let paragraphs: Vec<String> = (0..12)
+            .map(|i| format!("Paragraph {i}. {}", sentence.repeat(4)))
+            .collect();
         let source = format!("# W\n\n## Long\n\n{}\n", paragraphs.join("\n\n"));
         let chunks = chunk_page(&page(&source), 600, 100);
         assert!(chunks.len() > 3, "{}", chunks.len());
@@ -332,28 +341,51 @@ mod tests {
             assert!(chunk.text.chars().count() <= 600, "{}", chunk.text.len());
         }
         for pair in chunks.windows(2) {
-            let tail: String = pair[0].text.chars().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect();
-            assert!(pair[1].text.contains(tail.trim()), "no overlap between {:?} and {:?}", pair[0].text, pair[1].text);
+            let tail: String = pair[0]
+                .text
+                .chars()
+                .rev()
+                .take(30)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            assert!(
+                pair[1].text.contains(tail.trim()),
+                "no overlap between {:?} and {:?}",
+                pair[0].text,
+                pair[1].text
+            );
         }
         let ids: HashSet<&str> = chunks.iter().map(|c| c.id.as_str()).collect();
         assert_eq!(ids.len(), chunks.len());
         // Every paragraph survives somewhere.
         for i in 0..12 {
-            assert!(chunks.iter().any(|c| c.text.contains(&format!("Paragraph {i}."))));
+            assert!(chunks
+                .iter()
+                .any(|c| c.text.contains(&format!("Paragraph {i}."))));
         }
     }
 
     #[test]
     fn long_code_blocks_are_split_inside_their_fences() {
-        let code: Vec<String> = (0..80).map(|i| format!("node_{i} = create_node('talker_{i}')")).collect();
-        let source = format!("# W\n\n## Code\n\nBefore.\n\n```python\n{}\n\n# end\n```\n\nAfter.\n", code.join("\n"));
+        let code: Vec<String> = (0..80)
+            .map(|i| format!("node_{i} = create_node('talker_{i}')"))
+            .collect();
+        let source = format!(
+            "# W\n\n## Code\n\nBefore.\n\n```python\n{}\n\n# end\n```\n\nAfter.\n",
+            code.join("\n")
+        );
         let chunks = chunk_page(&page(&source), 500, 100);
         assert!(chunks.len() > 3);
         for chunk in &chunks {
             assert!(chunk.text.chars().count() <= 500);
             assert_eq!(chunk.text.matches("```").count() % 2, 0, "{}", chunk.text);
         }
-        assert!(chunks.iter().any(|c| c.text.contains("```python\nnode_79") || c.text.contains("node_79 = create_node")));
+        assert!(chunks
+            .iter()
+            .any(|c| c.text.contains("```python\nnode_79")
+                || c.text.contains("node_79 = create_node")));
         assert!(chunks.last().unwrap().text.ends_with("After."));
     }
 

@@ -77,7 +77,11 @@ fn parse_block(lines: &[&str]) -> Result<FrontMatter, String> {
                 block.push(lines[index].trim());
                 index += 1;
             }
-            let separator = if raw_value.starts_with('|') { "\n" } else { " " };
+            let separator = if raw_value.starts_with('|') {
+                "\n"
+            } else {
+                " "
+            };
             Some(block.join(separator).trim().to_owned())
         } else if raw_value.is_empty() {
             None
@@ -185,10 +189,20 @@ mod tests {
 
     #[test]
     fn rejects_malformed_blocks() {
-        assert!(split("---\nid: x\n# never closed\n").unwrap_err().contains("never closed"));
-        assert!(split("---\njust words\n---\n").unwrap_err().contains("line 2"));
-        assert!(split("---\ntitle: \"open\n---\n").unwrap_err().contains("title"));
-        assert!(split("---\ndraft: maybe\n---\n").unwrap_err().contains("draft"));
-        assert!(split("---\nslug: 'a' b\n---\n").unwrap_err().contains("slug"));
+        assert!(split("---\nid: x\n# never closed\n")
+            .unwrap_err()
+            .contains("never closed"));
+        assert!(split("---\njust words\n---\n")
+            .unwrap_err()
+            .contains("line 2"));
+        assert!(split("---\ntitle: \"open\n---\n")
+            .unwrap_err()
+            .contains("title"));
+        assert!(split("---\ndraft: maybe\n---\n")
+            .unwrap_err()
+            .contains("draft"));
+        assert!(split("---\nslug: 'a' b\n---\n")
+            .unwrap_err()
+            .contains("slug"));
     }
 }

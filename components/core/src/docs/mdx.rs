@@ -297,7 +297,11 @@ impl Renderer {
             explicit_id: capture.id,
             text: String::new(),
         };
-        if level == 1 && self.title_heading.is_none() && !self.seen_content && self.sections.is_empty() {
+        if level == 1
+            && self.title_heading.is_none()
+            && !self.seen_content
+            && self.sections.is_empty()
+        {
             self.title_heading = Some(section);
             return;
         }
@@ -652,7 +656,11 @@ fn neutralize_component_tags(code: &str) -> String {
             .next_back()
             .is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.');
         let bytes = line.as_bytes();
-        let name_index = if bytes.get(start + 1) == Some(&b'/') { start + 2 } else { start + 1 };
+        let name_index = if bytes.get(start + 1) == Some(&b'/') {
+            start + 2
+        } else {
+            start + 1
+        };
         let is_component = bytes.get(name_index).is_some_and(u8::is_ascii_uppercase);
         let closing = name_index == start + 2;
         match parse_tag(line, start).filter(|_| is_component && (closing || !after_identifier)) {
@@ -728,10 +736,20 @@ Visible text.
         let body = render(source);
         assert_eq!(body.title_heading.as_ref().unwrap().heading, "Install");
         let text = all_text(&body);
-        for kept in ["Intro with the `Tabs` component.", "npm install", "Use yarn add.", "Yarn", "More info", "Hidden detail text.", "Visible text."] {
+        for kept in [
+            "Intro with the `Tabs` component.",
+            "npm install",
+            "Use yarn add.",
+            "Yarn",
+            "More info",
+            "Hidden detail text.",
+            "Visible text.",
+        ] {
             assert!(text.contains(kept), "missing {kept:?} in {text}");
         }
-        for dropped in ["import ", "export ", "<Tabs", "</Tab", "<details", "comment", "groupId"] {
+        for dropped in [
+            "import ", "export ", "<Tabs", "</Tab", "<details", "comment", "groupId",
+        ] {
             assert!(!text.contains(dropped), "found {dropped:?} in {text}");
         }
     }
@@ -742,16 +760,23 @@ Visible text.
         let text = all_text(&body);
         assert!(text.contains("Warning: Mind the gap"), "{text}");
         assert!(text.contains("Stand clear."));
-        assert!(text.contains("Tip: Shortcut\nUse `ros2 topic list`."), "{text}");
+        assert!(
+            text.contains("Tip: Shortcut\nUse `ros2 topic list`."),
+            "{text}"
+        );
         assert!(!text.contains(":::"));
     }
 
     #[test]
     fn headings_split_sections_with_explicit_ids() {
-        let body = render("# Title\n\nIntro.\n\n## First {#custom}\n\nOne.\n\n### Sub `code`\n\nTwo.\n");
+        let body =
+            render("# Title\n\nIntro.\n\n## First {#custom}\n\nOne.\n\n### Sub `code`\n\nTwo.\n");
         let sections = &body.sections;
         assert_eq!(sections.len(), 3);
-        assert_eq!((sections[0].level, sections[0].text.as_str()), (0, "Intro."));
+        assert_eq!(
+            (sections[0].level, sections[0].text.as_str()),
+            (0, "Intro.")
+        );
         assert_eq!(sections[1].heading, "First");
         assert_eq!(sections[1].explicit_id.as_deref(), Some("custom"));
         assert_eq!(sections[2].anchor_text, "Sub code");
@@ -764,7 +789,10 @@ Visible text.
         let text = all_text(&render(source));
         assert!(text.contains("```jsx\nfunction Demo() {"), "{text}");
         assert!(text.contains("Array<String>"));
-        assert!(text.contains("return Tabs values={[{label: 'A'}]}TabItem value=\"a\"Apple;"), "{text}");
+        assert!(
+            text.contains("return Tabs values={[{label: 'A'}]}TabItem value=\"a\"Apple;"),
+            "{text}"
+        );
         assert!(!text.contains("import"));
     }
 
@@ -777,7 +805,9 @@ Visible text.
 
     #[test]
     fn lists_and_tables_read_as_lines() {
-        let text = all_text(&render("1. one\n2. two\n   - nested\n\n| a | b |\n|---|---|\n| 1 | 2 |\n"));
+        let text = all_text(&render(
+            "1. one\n2. two\n   - nested\n\n| a | b |\n|---|---|\n| 1 | 2 |\n",
+        ));
         assert!(text.contains("1. one\n2. two\n  - nested"), "{text}");
         assert!(text.contains("a | b\n1 | 2"), "{text}");
     }

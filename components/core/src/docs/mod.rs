@@ -65,7 +65,11 @@ pub fn is_partial(rel_path: &str) -> bool {
 }
 
 /// Reads one doc file. `Ok(None)` for partials and drafts, which are not published.
-pub fn parse_page(rel_path: &str, bytes: &[u8], cfg: &SiteConfig) -> Result<Option<Page>, DocError> {
+pub fn parse_page(
+    rel_path: &str,
+    bytes: &[u8],
+    cfg: &SiteConfig,
+) -> Result<Option<Page>, DocError> {
     let rel_path = rel_path.replace('\\', "/");
     let rel_path = rel_path.trim_start_matches("./").to_owned();
     let error = |problem: String| DocError {
@@ -75,13 +79,16 @@ pub fn parse_page(rel_path: &str, bytes: &[u8], cfg: &SiteConfig) -> Result<Opti
     if is_partial(&rel_path) {
         return Ok(None);
     }
-    let source = std::str::from_utf8(bytes)
-        .map_err(|e| error(format!("not valid UTF-8 ({e})")))?;
+    let source = std::str::from_utf8(bytes).map_err(|e| error(format!("not valid UTF-8 ({e})")))?;
     let (front_matter, body) = front_matter::split(source).map_err(error)?;
     if front_matter.draft {
         return Ok(None);
     }
-    let slug = doc_slug(&rel_path, front_matter.id.as_deref(), front_matter.slug.as_deref());
+    let slug = doc_slug(
+        &rel_path,
+        front_matter.id.as_deref(),
+        front_matter.slug.as_deref(),
+    );
     let url = page_url(&slug, cfg);
     let rendered = mdx::render(body);
 
@@ -153,17 +160,58 @@ mod tests {
     #[test]
     fn page_urls_titles_and_anchors() {
         let table: &[(&str, &str, &str, &str)] = &[
-            ("guides/docs/docs-create-doc.mdx", "---\nid: create-doc\nslug: /create-doc\n---\n# Create a doc\n", "/physical-ai-book/docs/create-doc", "Create a doc"),
-            ("01-foundations/02-what-is.md", "# What is it\n", "/physical-ai-book/docs/foundations/what-is", "What is it"),
-            ("01-foundations/index.md", "---\ntitle: Foundations\n---\n# Ignored H1\n", "/physical-ai-book/docs/foundations", "Foundations"),
-            ("02-ros2/README.md", "text only\n", "/physical-ai-book/docs/ros2", "README"),
-            ("02-ros2/1_nodes.mdx", "---\nslug: topics-and-nodes\n---\n# Nodes\n", "/physical-ai-book/docs/ros2/topics-and-nodes", "Nodes"),
-            ("02-ros2/1_nodes.mdx", "---\nid: node-basics\n---\n# Nodes\n", "/physical-ai-book/docs/ros2/node-basics", "Nodes"),
-            ("index.md", "# Welcome\n", "/physical-ai-book/docs", "Welcome"),
+            (
+                "guides/docs/docs-create-doc.mdx",
+                "---\nid: create-doc\nslug: /create-doc\n---\n# Create a doc\n",
+                "/physical-ai-book/docs/create-doc",
+                "Create a doc",
+            ),
+            (
+                "01-foundations/02-what-is.md",
+                "# What is it\n",
+                "/physical-ai-book/docs/foundations/what-is",
+                "What is it",
+            ),
+            (
+                "01-foundations/index.md",
+                "---\ntitle: Foundations\n---\n# Ignored H1\n",
+                "/physical-ai-book/docs/foundations",
+                "Foundations",
+            ),
+            (
+                "02-ros2/README.md",
+                "text only\n",
+                "/physical-ai-book/docs/ros2",
+                "README",
+            ),
+            (
+                "02-ros2/1_nodes.mdx",
+                "---\nslug: topics-and-nodes\n---\n# Nodes\n",
+                "/physical-ai-book/docs/ros2/topics-and-nodes",
+                "Nodes",
+            ),
+            (
+                "02-ros2/1_nodes.mdx",
+                "---\nid: node-basics\n---\n# Nodes\n",
+                "/physical-ai-book/docs/ros2/node-basics",
+                "Nodes",
+            ),
+            (
+                "index.md",
+                "# Welcome\n",
+                "/physical-ai-book/docs",
+                "Welcome",
+            ),
         ];
         for (path, source, expected_path, expected_title) in table {
-            let page = parse_page(path, source.as_bytes(), &cfg()).unwrap().unwrap();
-            assert_eq!(page.url, format!("https://example.github.io{expected_path}"), "{path}");
+            let page = parse_page(path, source.as_bytes(), &cfg())
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                page.url,
+                format!("https://example.github.io{expected_path}"),
+                "{path}"
+            );
             assert_eq!(page.title, *expected_title, "{path}");
         }
     }
@@ -171,11 +219,18 @@ mod tests {
     #[test]
     fn sections_get_docusaurus_anchors_and_paths() {
         let source = "# Kinematics\n\nIntro.\n\n## Forward kinematics\n\nA.\n\n### Example\n\nB.\n\n## Inverse kinematics {#ik}\n\nC.\n\n### Example\n\nD.\n\n## Kinematics\n\nE.\n";
-        let page = parse_page("k.md", source.as_bytes(), &cfg()).unwrap().unwrap();
+        let page = parse_page("k.md", source.as_bytes(), &cfg())
+            .unwrap()
+            .unwrap();
         let summary: Vec<(&str, Vec<&str>)> = page
             .sections
             .iter()
-            .map(|s| (s.anchor.as_str(), s.heading_path.iter().map(String::as_str).collect()))
+            .map(|s| {
+                (
+                    s.anchor.as_str(),
+                    s.heading_path.iter().map(String::as_str).collect(),
+                )
+            })
             .collect();
         assert_eq!(
             summary,
@@ -196,9 +251,15 @@ mod tests {
         let cfg = cfg();
         assert_eq!(parse_page("_partial.mdx", b"# P\n", &cfg), Ok(None));
         assert_eq!(parse_page("a/_shared/x.md", b"# P\n", &cfg), Ok(None));
-        assert_eq!(parse_page("draft.md", b"---\ndraft: true\n---\n# D\n", &cfg), Ok(None));
+        assert_eq!(
+            parse_page("draft.md", b"---\ndraft: true\n---\n# D\n", &cfg),
+            Ok(None)
+        );
         let invalid = parse_page("bad.md", &[0x66, 0xff, 0xfe], &cfg).unwrap_err();
-        assert!(invalid.to_string().starts_with("bad.md: not valid UTF-8"), "{invalid}");
+        assert!(
+            invalid.to_string().starts_with("bad.md: not valid UTF-8"),
+            "{invalid}"
+        );
         let unclosed = parse_page("open.md", b"---\ntitle: x\n# T\n", &cfg).unwrap_err();
         assert_eq!(unclosed.path, "open.md");
         assert!(unclosed.problem.contains("never closed"));

@@ -64,8 +64,7 @@ fn is_date_like(name: &str) -> bool {
             position += 1;
         }
         let start = position;
-        while position < bytes.len() && bytes[position].is_ascii_digit() && position - start < max
-        {
+        while position < bytes.len() && bytes[position].is_ascii_digit() && position - start < max {
             position += 1;
         }
         if position - start < min {
@@ -77,7 +76,11 @@ fn is_date_like(name: &str) -> bool {
 
 /// The doc's slug (the path below `routeBasePath`, starting with `/`), from its path relative
 /// to the docs folder and its front matter `id` and `slug`.
-pub fn doc_slug(rel_path: &str, front_matter_id: Option<&str>, front_matter_slug: Option<&str>) -> String {
+pub fn doc_slug(
+    rel_path: &str,
+    front_matter_id: Option<&str>,
+    front_matter_slug: Option<&str>,
+) -> String {
     let (dir, file_name) = rel_path.rsplit_once('/').unwrap_or(("", rel_path));
     let stem = file_name
         .rsplit_once('.')
@@ -229,39 +232,109 @@ mod tests {
     #[test]
     fn slugs_follow_the_docs_plugin() {
         let table: &[(&str, Option<&str>, Option<&str>, &str)] = &[
-            ("guides/docs/docs-create-doc.mdx", Some("create-doc"), Some("/create-doc"), "/create-doc"),
+            (
+                "guides/docs/docs-create-doc.mdx",
+                Some("create-doc"),
+                Some("/create-doc"),
+                "/create-doc",
+            ),
             ("intro.md", None, None, "/intro"),
-            ("01-foundations/02-what-is-physical-ai.md", None, None, "/foundations/what-is-physical-ai"),
+            (
+                "01-foundations/02-what-is-physical-ai.md",
+                None,
+                None,
+                "/foundations/what-is-physical-ai",
+            ),
             ("01-foundations/index.md", None, None, "/foundations/"),
             ("guides/README.md", None, None, "/guides/"),
             ("guides/Guides.mdx", None, None, "/guides/"),
             ("01-guides/01-guides.md", None, None, "/guides/"),
             ("index.md", None, None, "/"),
-            ("guides/markdown.md", Some("md-features"), None, "/guides/md-features"),
-            ("guides/markdown.md", None, Some("features"), "/guides/features"),
+            (
+                "guides/markdown.md",
+                Some("md-features"),
+                None,
+                "/guides/md-features",
+            ),
+            (
+                "guides/markdown.md",
+                None,
+                Some("features"),
+                "/guides/features",
+            ),
             ("guides/deep/page.md", None, Some("../up"), "/guides/up"),
-            ("guides/deep/page.md", None, Some("./here/"), "/guides/deep/here/"),
+            (
+                "guides/deep/page.md",
+                None,
+                Some("./here/"),
+                "/guides/deep/here/",
+            ),
             ("guides/index.md", Some("custom"), None, "/guides/"),
             ("guides/index.md", None, Some("home"), "/guides/home"),
-            ("api/plugins/plugin-content-docs.mdx", None, Some("/api/plugins/@docusaurus/plugin-content-docs"), "/api/plugins/@docusaurus/plugin-content-docs"),
+            (
+                "api/plugins/plugin-content-docs.mdx",
+                None,
+                Some("/api/plugins/@docusaurus/plugin-content-docs"),
+                "/api/plugins/@docusaurus/plugin-content-docs",
+            ),
         ];
         for (path, id, slug, expected) in table {
-            assert_eq!(doc_slug(path, *id, *slug), *expected, "{path} id={id:?} slug={slug:?}");
+            assert_eq!(
+                doc_slug(path, *id, *slug),
+                *expected,
+                "{path} id={id:?} slug={slug:?}"
+            );
         }
     }
 
     #[test]
     fn page_urls_apply_base_url_route_and_trailing_slash() {
         let table = [
-            ("/create-doc", cfg("/", "docs", false), "https://example.github.io/docs/create-doc"),
-            ("/guides/", cfg("/", "docs", false), "https://example.github.io/docs/guides"),
-            ("/guides/", cfg("/", "docs", true), "https://example.github.io/docs/guides/"),
-            ("/intro", cfg("/", "docs", true), "https://example.github.io/docs/intro/"),
-            ("/", cfg("/", "docs", false), "https://example.github.io/docs"),
-            ("/intro", cfg("/physical-ai-book/", "docs", false), "https://example.github.io/physical-ai-book/docs/intro"),
-            ("/intro", cfg("physical-ai-book", "/docs/", false), "https://example.github.io/physical-ai-book/docs/intro"),
-            ("/intro", cfg("/book/", "/", false), "https://example.github.io/book/intro"),
-            ("/", cfg("/book/", "", false), "https://example.github.io/book/"),
+            (
+                "/create-doc",
+                cfg("/", "docs", false),
+                "https://example.github.io/docs/create-doc",
+            ),
+            (
+                "/guides/",
+                cfg("/", "docs", false),
+                "https://example.github.io/docs/guides",
+            ),
+            (
+                "/guides/",
+                cfg("/", "docs", true),
+                "https://example.github.io/docs/guides/",
+            ),
+            (
+                "/intro",
+                cfg("/", "docs", true),
+                "https://example.github.io/docs/intro/",
+            ),
+            (
+                "/",
+                cfg("/", "docs", false),
+                "https://example.github.io/docs",
+            ),
+            (
+                "/intro",
+                cfg("/physical-ai-book/", "docs", false),
+                "https://example.github.io/physical-ai-book/docs/intro",
+            ),
+            (
+                "/intro",
+                cfg("physical-ai-book", "/docs/", false),
+                "https://example.github.io/physical-ai-book/docs/intro",
+            ),
+            (
+                "/intro",
+                cfg("/book/", "/", false),
+                "https://example.github.io/book/intro",
+            ),
+            (
+                "/",
+                cfg("/book/", "", false),
+                "https://example.github.io/book/",
+            ),
             ("/", cfg("/", "/", false), "https://example.github.io/"),
         ];
         for (slug, cfg, expected) in table {
@@ -282,7 +355,10 @@ mod tests {
             ("snake_case & kebab-case", "snake_case--kebab-case"),
             ("ROS 2: nodes, topics", "ros-2-nodes-topics"),
             ("Emoji 🚀 rocket", "emoji--rocket"),
-            ("@docusaurus/plugin-content-docs", "docusaurusplugin-content-docs"),
+            (
+                "@docusaurus/plugin-content-docs",
+                "docusaurusplugin-content-docs",
+            ),
         ];
         for (text, expected) in table {
             assert_eq!(slugger.slug(text), expected, "{text}");
