@@ -1,0 +1,918 @@
+//! Test doubles of the upstream HTTP APIs, served on `127.0.0.1:0` in-process: Cohere v2
+//! (`/v2/embed`, `/v2/rerank`), Qdrant (collections, payload indexes, points upsert / query /
+//! delete / scroll, in memory, cosine similarity) and OpenAI chat completions
+//! (`/v1/chat/completions`, JSON or SSE ending with `data: [DONE]`).
+//!
+//! Responses follow the published schemas (this crate's tests check them against
+//! `../shared/contracts`). Embeddings are deterministic: hashed bag-of-words vectors of
+//! [`EMBED_DIMS`] dimensions, normalised, so texts sharing words are close. The language model
+//! answers from the first numbered context block (`[1] ...`) of the prompt and cites `[1]`,
+//! so a test can see that the context reached it. Faults can be queued per endpoint.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::Router;
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+/// Dimensions of the doubles' embeddings.
+pub const EMBED_DIMS: usize = 64;
+/// Most texts the embed double accepts per call, as Cohere.
+pub const EMBED_BATCH_LIMIT: usize = 96;
+/// Model name the chat double reports.
+pub const CHAT_MODEL: &str = "double-chat-1";
+/// The chat double's answer when the prompt has no `[1]` context block.
+pub const NO_CONTEXT_ANSWER: &str = "The provided context does not contain the answer.";
+
+/// An upstream operation, for call counts and faults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    CohereEmbed,
+    CohereRerank,
+    OpenAiChat,
+    QdrantExists,
+    QdrantCreateCollection,
+    QdrantCreateIndex,
+    QdrantUpsert,
+    QdrantQuery,
+    QdrantDelete,
+    QdrantScroll,
+}
+
+impl Endpoint {
+    fn api(self) -> Api {
+        match self {
+            Endpoint::CohereEmbed | Endpoint::CohereRerank => Api::Cohere,
+            Endpoint::OpenAiChat => Api::OpenAi,
+            _ => Api::Qdrant,
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Api {
+    Cohere,
+    Qdrant,
+    OpenAi,
+}
+
+/// What the next call to an endpoint does instead of (or before) answering normally.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// Answer with this status and the API's error body, with `Retry-After: secs` if given.
+    Status {
+        status: u16,
+        retry_after: Option<u64>,
+    },
+    /// Wait this long before answering normally (longer than the client's deadline = a hang).
+    Delay(Duration),
+    /// Answer 200 with a body that is not valid JSON.
+    MalformedBody,
+    /// Chat streams only: send the first deltas, then end without `data: [DONE]`.
+    CutStream,
+}
+
+impl Fault {
+    /// HTTP 429 with `Retry-After: secs`.
+    pub fn rate_limited(retry_after_secs: u64) -> Self {
+        Fault::Status {
+            status: 429,
+            retry_after: Some(retry_after_secs),
+        }
+    }
+
+    /// HTTP 500.
+    pub fn server_error() -> Self {
+        Fault::Status {
+            status: 500,
+            retry_after: None,
+        }
+    }
+}
+
+struct Point {
+    id: Value,
+    vector: Vec<f32>,
+    payload: serde_json::Map<String, Value>,
+}
+
+struct Collection {
+    size: usize,
+    indexes: Vec<String>,
+    /// Keyed by the id's JSON text, so integer and UUID ids order consistently.
+    points: BTreeMap<String, Point>,
+}
+
+#[derive(Default)]
+struct Inner {
+    calls: HashMap<Endpoint, usize>,
+    faults: HashMap<Endpoint, VecDeque<Fault>>,
+    last_bodies: HashMap<Endpoint, Value>,
+    collections: HashMap<String, Collection>,
+    chat_answer: Option<String>,
+    operation_id: u64,
+}
+
+#[derive(Clone, Default)]
+struct Shared(Arc<Mutex<Inner>>);
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The running doubles; dropping it stops the server.
+pub struct Doubles {
+    addr: SocketAddr,
+    shared: Shared,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl Doubles {
+    /// Binds `127.0.0.1:0` and serves all three APIs on it.
+    pub async fn start() -> Doubles {
+        let shared = Shared::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a loopback port");
+        let addr = listener.local_addr().expect("bound address");
+        let (shutdown, stopped) = oneshot::channel::<()>();
+        let app = router(shared.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        Doubles {
+            addr,
+            shared,
+            shutdown: Some(shutdown),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`: the Cohere base URL and the Qdrant URL.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// `http://127.0.0.1:PORT/v1`: the OpenAI-compatible base URL.
+    pub fn openai_base_url(&self) -> String {
+        format!("{}/v1", self.base_url())
+    }
+
+    /// Calls received by `endpoint` so far, faulted ones included.
+    pub fn calls(&self, endpoint: Endpoint) -> usize {
+        self.shared
+            .lock()
+            .calls
+            .get(&endpoint)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Queues a fault for the next call to `endpoint` that has no earlier fault queued.
+    pub fn push_fault(&self, endpoint: Endpoint, fault: Fault) {
+        self.shared
+            .lock()
+            .faults
+            .entry(endpoint)
+            .or_default()
+            .push_back(fault);
+    }
+
+    /// Queues `fault` for the next `count` calls to `endpoint`.
+    pub fn push_faults(&self, endpoint: Endpoint, fault: Fault, count: usize) {
+        for _ in 0..count {
+            self.push_fault(endpoint, fault.clone());
+        }
+    }
+
+    /// The JSON body of the latest call to `endpoint`.
+    pub fn last_request(&self, endpoint: Endpoint) -> Option<Value> {
+        self.shared.lock().last_bodies.get(&endpoint).cloned()
+    }
+
+    /// Replaces the chat double's derived answer with a fixed one.
+    pub fn set_chat_answer(&self, answer: impl Into<String>) {
+        self.shared.lock().chat_answer = Some(answer.into());
+    }
+
+    /// Points stored in `collection` (0 if it does not exist).
+    pub fn point_count(&self, collection: &str) -> usize {
+        self.shared
+            .lock()
+            .collections
+            .get(collection)
+            .map_or(0, |c| c.points.len())
+    }
+
+    /// Keyword-indexed payload fields of `collection`.
+    pub fn indexed_fields(&self, collection: &str) -> Vec<String> {
+        self.shared
+            .lock()
+            .collections
+            .get(collection)
+            .map_or(Vec::new(), |c| c.indexes.clone())
+    }
+
+    /// The embedding the embed double returns for `text`.
+    pub fn embed(text: &str) -> Vec<f32> {
+        embed(text)
+    }
+}
+
+impl Drop for Doubles {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}
+
+fn router(shared: Shared) -> Router {
+    Router::new()
+        .route("/v2/embed", post(cohere_embed))
+        .route("/v2/rerank", post(cohere_rerank))
+        .route("/v1/chat/completions", post(openai_chat))
+        .route("/collections/{name}/exists", get(qdrant_exists))
+        .route("/collections/{name}", put(qdrant_create_collection))
+        .route("/collections/{name}/index", put(qdrant_create_index))
+        .route("/collections/{name}/points", put(qdrant_upsert))
+        .route("/collections/{name}/points/query", post(qdrant_query))
+        .route("/collections/{name}/points/delete", post(qdrant_delete))
+        .route("/collections/{name}/points/scroll", post(qdrant_scroll))
+        .with_state(shared)
+}
+
+/// Hashed bag of words, L2-normalised.
+fn embed(text: &str) -> Vec<f32> {
+    let mut vector = vec![0f32; EMBED_DIMS];
+    for word in text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+    {
+        // FNV-1a: stable across runs and platforms, unlike the std hasher.
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in word.to_lowercase().bytes() {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+        vector[(hash % EMBED_DIMS as u64) as usize] += 1.0;
+    }
+    let norm = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        vector.iter_mut().for_each(|x| *x /= norm);
+    }
+    vector
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let norms =
+        a.iter().map(|x| x * x).sum::<f32>().sqrt() * b.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norms == 0.0 {
+        0.0
+    } else {
+        dot / norms
+    }
+}
+
+fn json_response(status: u16, body: Value) -> Response {
+    (
+        StatusCode::from_u16(status).expect("valid status"),
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn error_response(api: Api, status: u16, message: &str) -> Response {
+    let body = match api {
+        Api::Cohere => json!({ "id": "double-error", "message": message }),
+        Api::Qdrant => json!({ "status": { "error": message }, "time": 0.0 }),
+        Api::OpenAi => json!({ "error": {
+            "message": message,
+            "type": if status == 429 { "rate_limit_error" } else { "invalid_request_error" },
+            "param": null,
+            "code": null,
+        }}),
+    };
+    json_response(status, body)
+}
+
+fn qdrant_ok(result: Value) -> Response {
+    json_response(
+        200,
+        json!({ "result": result, "status": "ok", "time": 0.0001 }),
+    )
+}
+
+/// What a handler should do after the call has been counted.
+enum Start {
+    Proceed { body: Value, cut_stream: bool },
+    Respond(Response),
+}
+
+/// Counts the call, records its body, applies any queued fault, and parses the JSON body.
+async fn begin(shared: &Shared, endpoint: Endpoint, body: &[u8]) -> Start {
+    let parsed: Result<Value, _> = if body.is_empty() {
+        Ok(Value::Null)
+    } else {
+        serde_json::from_slice(body)
+    };
+    let fault = {
+        let mut inner = shared.lock();
+        *inner.calls.entry(endpoint).or_default() += 1;
+        if let Ok(value) = &parsed {
+            inner.last_bodies.insert(endpoint, value.clone());
+        }
+        inner
+            .faults
+            .get_mut(&endpoint)
+            .and_then(VecDeque::pop_front)
+    };
+    let mut cut_stream = false;
+    match fault {
+        Some(Fault::Status {
+            status,
+            retry_after,
+        }) => {
+            let mut response = error_response(endpoint.api(), status, "fault injected by the test");
+            if let Some(secs) = retry_after {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, secs.into());
+            }
+            return Start::Respond(response);
+        }
+        Some(Fault::Delay(delay)) => tokio::time::sleep(delay).await,
+        Some(Fault::MalformedBody) => {
+            return Start::Respond(
+                (
+                    StatusCode::OK,
+                    [(header::CONTENT_TYPE, "application/json")],
+                    "{\"truncated\": ",
+                )
+                    .into_response(),
+            )
+        }
+        Some(Fault::CutStream) => cut_stream = true,
+        None => {}
+    }
+    match parsed {
+        Ok(body) => Start::Proceed { body, cut_stream },
+        Err(error) => Start::Respond(error_response(
+            endpoint.api(),
+            400,
+            &format!("invalid JSON body: {error}"),
+        )),
+    }
+}
+
+macro_rules! begin_or_return {
+    ($shared:expr, $endpoint:expr, $body:expr) => {
+        match begin(&$shared, $endpoint, &$body).await {
+            Start::Proceed { body, cut_stream } => (body, cut_stream),
+            Start::Respond(response) => return response,
+        }
+    };
+}
+
+fn has_bearer(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("Bearer ") && v.len() > "Bearer ".len())
+}
+
+fn strings(value: &Value) -> Option<Vec<String>> {
+    value
+        .as_array()?
+        .iter()
+        .map(|v| v.as_str().map(str::to_owned))
+        .collect()
+}
+
+async fn cohere_embed(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    let (request, _) = begin_or_return!(shared, Endpoint::CohereEmbed, body);
+    if !has_bearer(&headers) {
+        return error_response(Api::Cohere, 401, "no api key supplied");
+    }
+    let Some(texts) = strings(&request["texts"]) else {
+        return error_response(Api::Cohere, 400, "texts must be an array of strings");
+    };
+    if texts.len() > EMBED_BATCH_LIMIT {
+        return error_response(Api::Cohere, 400, "too many texts: at most 96 per call");
+    }
+    if request["model"].as_str().is_none() || request["input_type"].as_str().is_none() {
+        return error_response(Api::Cohere, 400, "model and input_type are required");
+    }
+    let vectors: Vec<Vec<f32>> = texts.iter().map(|t| embed(t)).collect();
+    let tokens: usize = texts.iter().map(|t| t.split_whitespace().count()).sum();
+    json_response(
+        200,
+        json!({
+            "id": "double-embed",
+            "texts": texts,
+            "embeddings": { "float": vectors },
+            "meta": { "api_version": { "version": "2" }, "billed_units": { "input_tokens": tokens } },
+        }),
+    )
+}
+
+async fn cohere_rerank(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    let (request, _) = begin_or_return!(shared, Endpoint::CohereRerank, body);
+    if !has_bearer(&headers) {
+        return error_response(Api::Cohere, 401, "no api key supplied");
+    }
+    let (Some(query), Some(documents)) =
+        (request["query"].as_str(), strings(&request["documents"]))
+    else {
+        return error_response(
+            Api::Cohere,
+            400,
+            "query and documents (strings) are required",
+        );
+    };
+    let query_vector = embed(query);
+    let mut results: Vec<(usize, f32)> = documents
+        .iter()
+        .enumerate()
+        .map(|(i, doc)| (i, cosine(&query_vector, &embed(doc)).clamp(0.0, 1.0)))
+        .collect();
+    results.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let top_n = request["top_n"]
+        .as_u64()
+        .map_or(results.len(), |n| n as usize);
+    results.truncate(top_n);
+    json_response(
+        200,
+        json!({
+            "id": "double-rerank",
+            "results": results.iter().map(|(index, score)| json!({"index": index, "relevance_score": score})).collect::<Vec<_>>(),
+            "meta": { "api_version": { "version": "2" }, "billed_units": { "search_units": 1 } },
+        }),
+    )
+}
+
+/// The scripted answer: the first sentence of context block `[1]`, cited.
+fn derive_answer(messages: &[Value]) -> String {
+    for message in messages {
+        let Some(content) = message["content"].as_str() else {
+            continue;
+        };
+        let Some(start) = content.find("\n[1] ") else {
+            continue;
+        };
+        let block = &content[start + 1..];
+        // The block is "[1] title — heading (url)\ntext"; quote the text's first sentence.
+        let Some(text) = block.split_once('\n').map(|(_, rest)| rest) else {
+            continue;
+        };
+        let text = text.lines().next().unwrap_or_default().trim();
+        let sentence = match text.find(". ") {
+            Some(end) => &text[..=end],
+            None => text,
+        };
+        if !sentence.is_empty() {
+            return format!("According to the book: {sentence} [1]");
+        }
+    }
+    NO_CONTEXT_ANSWER.to_owned()
+}
+
+async fn openai_chat(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    let (request, cut_stream) = begin_or_return!(shared, Endpoint::OpenAiChat, body);
+    if !has_bearer(&headers) {
+        return error_response(Api::OpenAi, 401, "You didn't provide an API key.");
+    }
+    let Some(messages) = request["messages"].as_array().filter(|m| !m.is_empty()) else {
+        return error_response(Api::OpenAi, 400, "messages must be a non-empty array");
+    };
+    let model = request["model"].as_str().unwrap_or(CHAT_MODEL).to_owned();
+    let answer = shared
+        .lock()
+        .chat_answer
+        .clone()
+        .unwrap_or_else(|| derive_answer(messages));
+    let prompt_tokens: usize = messages
+        .iter()
+        .filter_map(|m| m["content"].as_str())
+        .map(|c| c.split_whitespace().count())
+        .sum();
+    let completion_tokens = answer.split_whitespace().count();
+    let usage = json!({
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    });
+    let created = 1_700_000_000u64;
+    if request["stream"].as_bool() != Some(true) {
+        return json_response(
+            200,
+            json!({
+                "id": "chatcmpl-double",
+                "object": "chat.completion",
+                "created": created,
+                "model": model,
+                "choices": [{
+                    "index": 0,
+                    "message": { "role": "assistant", "content": answer, "refusal": null, "annotations": [] },
+                    "logprobs": null,
+                    "finish_reason": "stop",
+                }],
+                "usage": usage,
+            }),
+        );
+    }
+
+    let chunk = |delta: Value, finish: Value| {
+        json!({
+            "id": "chatcmpl-double", "object": "chat.completion.chunk", "created": created, "model": model,
+            "choices": [{ "index": 0, "delta": delta, "logprobs": null, "finish_reason": finish }],
+        })
+    };
+    let mut events = vec![chunk(
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    )];
+    // Word-sized pieces, keeping the spaces, so joining the deltas gives the answer back.
+    let mut piece = String::new();
+    for c in answer.chars() {
+        piece.push(c);
+        if c == ' ' {
+            events.push(chunk(
+                json!({ "content": std::mem::take(&mut piece) }),
+                Value::Null,
+            ));
+        }
+    }
+    if !piece.is_empty() {
+        events.push(chunk(json!({ "content": piece }), Value::Null));
+    }
+    events.push(chunk(json!({}), json!("stop")));
+    if request["stream_options"]["include_usage"].as_bool() == Some(true) {
+        events.push(json!({
+            "id": "chatcmpl-double", "object": "chat.completion.chunk", "created": created, "model": model,
+            "choices": [], "usage": usage,
+        }));
+    }
+    if cut_stream {
+        events.truncate(3.min(events.len()));
+    }
+    let mut sse = String::new();
+    for event in &events {
+        sse.push_str(&format!("data: {event}\n\n"));
+    }
+    if !cut_stream {
+        sse.push_str("data: [DONE]\n\n");
+    }
+    Response::builder()
+        .status(200)
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(Body::from(sse))
+        .expect("valid response")
+}
+
+fn missing_collection(name: &str) -> Response {
+    error_response(
+        Api::Qdrant,
+        404,
+        &format!("Not found: Collection `{name}` doesn't exist!"),
+    )
+}
+
+fn next_operation(inner: &mut Inner) -> Value {
+    inner.operation_id += 1;
+    json!({ "operation_id": inner.operation_id, "status": "completed" })
+}
+
+async fn qdrant_exists(State(shared): State<Shared>, Path(name): Path<String>) -> Response {
+    let _ = begin_or_return!(shared, Endpoint::QdrantExists, Bytes::new());
+    let exists = shared.lock().collections.contains_key(&name);
+    qdrant_ok(json!({ "exists": exists }))
+}
+
+async fn qdrant_create_collection(
+    State(shared): State<Shared>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    let (request, _) = begin_or_return!(shared, Endpoint::QdrantCreateCollection, body);
+    let size = request["vectors"]["size"].as_u64().filter(|s| *s > 0);
+    let distance = request["vectors"]["distance"].as_str();
+    let (Some(size), Some("Cosine")) = (size, distance) else {
+        return error_response(
+            Api::Qdrant,
+            422,
+            "the doubles support one unnamed Cosine vector: vectors {size, distance: \"Cosine\"}",
+        );
+    };
+    let mut inner = shared.lock();
+    if inner.collections.contains_key(&name) {
+        return error_response(
+            Api::Qdrant,
+            409,
+            &format!("Wrong input: Collection `{name}` already exists!"),
+        );
+    }
+    inner.collections.insert(
+        name,
+        Collection {
+            size: size as usize,
+            indexes: Vec::new(),
+            points: BTreeMap::new(),
+        },
+    );
+    qdrant_ok(json!(true))
+}
+
+async fn qdrant_create_index(
+    State(shared): State<Shared>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    let (request, _) = begin_or_return!(shared, Endpoint::QdrantCreateIndex, body);
+    let Some(field) = request["field_name"].as_str() else {
+        return error_response(Api::Qdrant, 422, "field_name is required");
+    };
+    let mut inner = shared.lock();
+    let Some(collection) = inner.collections.get_mut(&name) else {
+        return missing_collection(&name);
+    };
+    if !collection.indexes.iter().any(|f| f == field) {
+        collection.indexes.push(field.to_owned());
+    }
+    let result = next_operation(&mut inner);
+    qdrant_ok(result)
+}
+
+fn id_key(id: &Value) -> Option<String> {
+    match id {
+        Value::Number(n) if n.is_u64() => Some(format!("{:020}", n.as_u64()?)),
+        Value::String(s)
+            if s.len() == 36 && s.chars().all(|c| c.is_ascii_hexdigit() || c == '-') =>
+        {
+            Some(s.to_lowercase())
+        }
+        _ => None,
+    }
+}
+
+async fn qdrant_upsert(
+    State(shared): State<Shared>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    let (request, _) = begin_or_return!(shared, Endpoint::QdrantUpsert, body);
+    let Some(points) = request["points"].as_array() else {
+        return error_response(Api::Qdrant, 422, "points is required");
+    };
+    let mut inner = shared.lock();
+    let Some(collection) = inner.collections.get_mut(&name) else {
+        return missing_collection(&name);
+    };
+    let mut parsed = Vec::new();
+    for point in points {
+        let Some(key) = id_key(&point["id"]) else {
+            return error_response(
+                Api::Qdrant,
+                400,
+                "point id must be an unsigned integer or a UUID",
+            );
+        };
+        let vector: Option<Vec<f32>> = point["vector"]
+            .as_array()
+            .and_then(|v| v.iter().map(|x| x.as_f64().map(|f| f as f32)).collect());
+        let Some(vector) = vector.filter(|v| v.len() == collection.size) else {
+            return error_response(
+                Api::Qdrant,
+                400,
+                &format!(
+                    "Wrong input: Vector dimension error: expected dim: {}",
+                    collection.size
+                ),
+            );
+        };
+        let payload = point["payload"].as_object().cloned().unwrap_or_default();
+        parsed.push((
+            key,
+            Point {
+                id: point["id"].clone(),
+                vector,
+                payload,
+            },
+        ));
+    }
+    collection.points.extend(parsed);
+    let result = next_operation(&mut inner);
+    qdrant_ok(result)
+}
+
+fn select_payload(payload: &serde_json::Map<String, Value>, with_payload: &Value) -> Value {
+    match with_payload {
+        Value::Bool(true) => Value::Object(payload.clone()),
+        Value::Array(keys) => Value::Object(
+            keys.iter()
+                .filter_map(Value::as_str)
+                .filter_map(|k| payload.get(k).map(|v| (k.to_owned(), v.clone())))
+                .collect(),
+        ),
+        _ => Value::Null,
+    }
+}
+
+async fn qdrant_query(
+    State(shared): State<Shared>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    let (request, _) = begin_or_return!(shared, Endpoint::QdrantQuery, body);
+    let query: Option<Vec<f32>> = request["query"]
+        .as_array()
+        .and_then(|v| v.iter().map(|x| x.as_f64().map(|f| f as f32)).collect());
+    let Some(query) = query else {
+        return error_response(
+            Api::Qdrant,
+            400,
+            "the doubles support a dense vector as query",
+        );
+    };
+    let limit = request["limit"].as_u64().unwrap_or(10) as usize;
+    let threshold = request["score_threshold"].as_f64().map(|t| t as f32);
+    let inner = shared.lock();
+    let Some(collection) = inner.collections.get(&name) else {
+        return missing_collection(&name);
+    };
+    if query.len() != collection.size {
+        return error_response(
+            Api::Qdrant,
+            400,
+            &format!(
+                "Wrong input: Vector dimension error: expected dim: {}",
+                collection.size
+            ),
+        );
+    }
+    let mut hits: Vec<(f32, &Point)> = collection
+        .points
+        .values()
+        .map(|p| (cosine(&query, &p.vector), p))
+        .filter(|(score, _)| threshold.is_none_or(|t| *score >= t))
+        .collect();
+    hits.sort_by(|a, b| b.0.total_cmp(&a.0));
+    hits.truncate(limit);
+    let with_payload = request
+        .get("with_payload")
+        .cloned()
+        .unwrap_or(Value::Bool(false));
+    let points: Vec<Value> = hits
+        .iter()
+        .map(|(score, p)| json!({ "id": p.id, "version": 1, "score": score, "payload": select_payload(&p.payload, &with_payload) }))
+        .collect();
+    qdrant_ok(json!({ "points": points }))
+}
+
+/// `filter.must[*]` of `{key, match: {value}|{any}}` conditions, as the doubles support.
+fn matches_filter(payload: &serde_json::Map<String, Value>, filter: &Value) -> bool {
+    filter["must"].as_array().is_some_and(|conditions| {
+        conditions.iter().all(|condition| {
+            let Some(key) = condition["key"].as_str() else {
+                return false;
+            };
+            let actual = payload.get(key);
+            let matcher = &condition["match"];
+            if let Some(any) = matcher["any"].as_array() {
+                actual.is_some_and(|a| any.contains(a))
+            } else {
+                actual.is_some_and(|a| *a == matcher["value"])
+            }
+        })
+    })
+}
+
+async fn qdrant_delete(
+    State(shared): State<Shared>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    let (request, _) = begin_or_return!(shared, Endpoint::QdrantDelete, body);
+    let mut inner = shared.lock();
+    let Some(collection) = inner.collections.get_mut(&name) else {
+        return missing_collection(&name);
+    };
+    if let Some(ids) = request["points"].as_array() {
+        for key in ids.iter().filter_map(id_key) {
+            collection.points.remove(&key);
+        }
+    } else if request["filter"].is_object() {
+        collection
+            .points
+            .retain(|_, p| !matches_filter(&p.payload, &request["filter"]));
+    } else {
+        return error_response(Api::Qdrant, 422, "points or filter is required");
+    }
+    let result = next_operation(&mut inner);
+    qdrant_ok(result)
+}
+
+async fn qdrant_scroll(
+    State(shared): State<Shared>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    let (request, _) = begin_or_return!(shared, Endpoint::QdrantScroll, body);
+    let limit = request["limit"].as_u64().unwrap_or(10).max(1) as usize;
+    let inner = shared.lock();
+    let Some(collection) = inner.collections.get(&name) else {
+        return missing_collection(&name);
+    };
+    let start = match request.get("offset").filter(|o| !o.is_null()) {
+        Some(offset) => match id_key(offset) {
+            Some(key) => key,
+            None => return error_response(Api::Qdrant, 400, "offset must be a point id"),
+        },
+        None => String::new(),
+    };
+    let with_payload = request
+        .get("with_payload")
+        .cloned()
+        .unwrap_or(Value::Bool(true));
+    let with_vector = request["with_vector"].as_bool() == Some(true);
+    let mut page = collection.points.range(start..);
+    let points: Vec<Value> = page
+        .by_ref()
+        .take(limit)
+        .map(|(_, p)| {
+            let mut record =
+                json!({ "id": p.id, "payload": select_payload(&p.payload, &with_payload) });
+            if with_vector {
+                record["vector"] = json!(p.vector);
+            }
+            record
+        })
+        .collect();
+    let next = page.next().map_or(Value::Null, |(_, p)| p.id.clone());
+    qdrant_ok(json!({ "points": points, "next_page_offset": next }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embeddings_are_deterministic_normalised_and_similar_for_similar_texts() {
+        let a = embed("ROS 2 nodes publish topics");
+        assert_eq!(a, embed("ros 2 NODES publish topics"));
+        let norm: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-5);
+        let near = cosine(&a, &embed("nodes publish topics in ROS 2 graphs"));
+        let far = cosine(&a, &embed("kinematic chains of humanoid legs"));
+        assert!(near > 0.7 && far < near, "near {near}, far {far}");
+        assert_eq!(embed("").iter().sum::<f32>(), 0.0);
+    }
+
+    #[test]
+    fn scripted_answer_quotes_context_block_one() {
+        let system = json!({"role": "system", "content": "rules\n\n<context>\n[1] ROS — Nodes (https://b/ros#n)\nA node is a process. More text.\n\n[2] X (u)\nother\n</context>"});
+        assert_eq!(
+            derive_answer(&[system]),
+            "According to the book: A node is a process. [1]"
+        );
+        assert_eq!(
+            derive_answer(&[json!({"role": "user", "content": "hi"})]),
+            NO_CONTEXT_ANSWER
+        );
+    }
+
+    #[test]
+    fn filters_match_value_and_any() {
+        let payload = json!({"page_url": "p1"}).as_object().unwrap().clone();
+        assert!(matches_filter(
+            &payload,
+            &json!({"must": [{"key": "page_url", "match": {"any": ["p0", "p1"]}}]})
+        ));
+        assert!(matches_filter(
+            &payload,
+            &json!({"must": [{"key": "page_url", "match": {"value": "p1"}}]})
+        ));
+        assert!(!matches_filter(
+            &payload,
+            &json!({"must": [{"key": "page_url", "match": {"value": "p2"}}]})
+        ));
+        assert!(!matches_filter(&payload, &json!({})));
+    }
+}
