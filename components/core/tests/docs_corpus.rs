@@ -200,3 +200,119 @@ fn every_corpus_page_parses_and_chunks_cleanly() {
     assert!(chunk_count > 90 * 3, "only {chunk_count} chunks");
     println!("{} pages, {chunk_count} chunks", pages.len());
 }
+
+const BOOK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../book/docs");
+
+/// The sample book goes through the same parsing, chunking and embedded index as ingestion
+/// would, and the questions a reader might ask find the page that answers them.
+#[test]
+fn sample_book_is_indexed_and_answers_reader_questions() {
+    use rag_core::search_index::{self, SearchRow};
+    use rusqlite::{params, Connection};
+
+    let root = Path::new(BOOK);
+    let cfg = SiteConfig {
+        site_url: "https://example.github.io".to_owned(),
+        base_url: "/physical-ai-book/".to_owned(),
+        ..SiteConfig::default()
+    };
+    let mut files = Vec::new();
+    doc_files(root, root, &mut files);
+    let pages: Vec<Page> = files
+        .iter()
+        .map(|(rel, path)| {
+            let bytes = std::fs::read(path).expect("book page is readable");
+            parse_page(rel, &bytes, &cfg)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .expect("no book page is a draft or partial")
+        })
+        .collect();
+    assert!((8..=12).contains(&pages.len()), "{} pages", pages.len());
+    let urls: HashSet<&str> = pages.iter().map(|p| p.url.as_str()).collect();
+    for expected in [
+        "https://example.github.io/physical-ai-book/docs",
+        "https://example.github.io/physical-ai-book/docs/foundations",
+        "https://example.github.io/physical-ai-book/docs/foundations/what-is-physical-ai",
+        "https://example.github.io/physical-ai-book/docs/ros2/basics",
+        "https://example.github.io/physical-ai-book/docs/ros2/urdf",
+        "https://example.github.io/physical-ai-book/docs/locomotion/balance",
+    ] {
+        assert!(urls.contains(expected), "{expected} not in {urls:?}");
+    }
+
+    let connection = Connection::open_in_memory().unwrap();
+    for statement in search_index::SCHEMA {
+        connection.execute(statement, []).unwrap();
+    }
+    for page in &pages {
+        for chunk in chunk_page(page, DEFAULT_MAX_CHARS, DEFAULT_OVERLAP_CHARS) {
+            assert!(jsx_tag(&chunk.text).is_none(), "JSX in {}", chunk.url);
+            assert!(
+                chunk
+                    .text
+                    .lines()
+                    .all(|l| !l.trim_start().starts_with("import ")),
+                "ESM in {}",
+                chunk.url
+            );
+            connection
+                .execute(
+                    search_index::UPSERT_CHUNK,
+                    params![
+                        chunk.id,
+                        chunk.page_url,
+                        chunk.url,
+                        chunk.title,
+                        chunk.heading,
+                        chunk.text,
+                        chunk.hash
+                    ],
+                )
+                .unwrap();
+        }
+    }
+
+    let top_url = |question: &str| -> String {
+        let expression = search_index::fts_match_expression(question).unwrap();
+        connection
+            .query_row(search_index::SEARCH, params![expression, 1], |row| {
+                Ok(search_index::row_to_passage(SearchRow {
+                    id: row.get(0)?,
+                    page_url: row.get(1)?,
+                    url: row.get(2)?,
+                    title: row.get(3)?,
+                    heading: row.get(4)?,
+                    text: row.get(5)?,
+                    bm25: row.get(6)?,
+                }))
+            })
+            .unwrap()
+            .url
+    };
+    let base = "https://example.github.io/physical-ai-book/docs";
+    for (question, expected) in [
+        (
+            "What does ZMP stand for?",
+            "/locomotion/balance#the-zero-moment-point",
+        ),
+        (
+            "Which ROS 2 command lists topics?",
+            "/ros2/basics#inspecting-a-running-system",
+        ),
+        ("What are the joint types in URDF?", "/ros2/urdf#joints"),
+        (
+            "How does an IMU estimate orientation and drift?",
+            "/perception-and-motion/sensors#inertial-measurement-unit-imu",
+        ),
+        (
+            "What is domain randomisation?",
+            "/simulation-and-learning/simulation#crossing-the-gap",
+        ),
+        (
+            "How many robot episodes was OpenVLA trained on?",
+            "/simulation-and-learning/vision-language-action#from-vlm-to-vla",
+        ),
+    ] {
+        assert_eq!(top_url(question), format!("{base}{expected}"), "{question}");
+    }
+}

@@ -224,10 +224,8 @@ impl Renderer {
                 }
             }
             Tag::Table(_) | Tag::BlockQuote(_) | Tag::FootnoteDefinition(_) => self.flush_block(),
-            Tag::TableCell => {
-                if !self.block.is_empty() && !self.block.ends_with('\n') {
-                    self.block.push_str(" | ");
-                }
+            Tag::TableCell if !self.block.is_empty() && !self.block.ends_with('\n') => {
+                self.block.push_str(" | ");
             }
             // A tag may span several lines of an HTML block: strip them all at once.
             Tag::HtmlBlock => self.html_block = Some(String::new()),
@@ -269,10 +267,10 @@ impl Renderer {
                     self.block.push('\n');
                 }
             }
-            TagEnd::Table | TagEnd::BlockQuote(_) | TagEnd::FootnoteDefinition => {
-                if self.list_stack.is_empty() {
-                    self.flush_block();
-                }
+            TagEnd::Table | TagEnd::BlockQuote(_) | TagEnd::FootnoteDefinition
+                if self.list_stack.is_empty() =>
+            {
+                self.flush_block();
             }
             _ => {}
         }
