@@ -7,11 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
 use crate::retrieval::Passage;
+use crate::store::{valid_session_id, SESSION_ID_MAX_CHARS};
 
 /// Longest accepted question, in characters after trimming.
 pub const QUERY_MAX_CHARS: usize = 4000;
-/// Longest accepted session id, in characters (all ASCII).
-pub const SESSION_ID_MAX_CHARS: usize = 128;
 /// Longest accepted selected passage, in characters.
 pub const SELECTED_TEXT_MAX_CHARS: usize = 8000;
 /// Longest accepted page URL, in characters.
@@ -71,11 +70,7 @@ impl ChatRequest {
         }
 
         if let Some(id) = &raw.session_id {
-            let well_formed = (1..=SESSION_ID_MAX_CHARS).contains(&id.len())
-                && id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-            if !well_formed {
+            if !valid_session_id(id) {
                 return Err(ApiError::invalid_field(
                     "session_id",
                     format!(
@@ -249,7 +244,10 @@ mod tests {
     fn field_of(result: Result<ChatRequest, ApiError>) -> String {
         let error = result.unwrap_err();
         assert_eq!(error.status, 400);
-        error.field.clone().unwrap_or_else(|| panic!("no field in {error}"))
+        error
+            .field
+            .clone()
+            .unwrap_or_else(|| panic!("no field in {error}"))
     }
 
     #[test]
