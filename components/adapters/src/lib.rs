@@ -1,0 +1,7 @@
+//! The thin layer between `rag-core` and Spin's guest APIs, shared by every component:
+//! sending the `http::Request`s core builds, timers, the databases behind
+//! [`rag_core::store::Database`], and turning core's errors into responses.
+
+pub mod outbound;
+pub mod respond;
+pub mod timer;

@@ -1,0 +1,187 @@
+//! `/health/ready`: which dependencies are configured, how to probe each cheaply, and what the
+//! answers mean. The probes never carry a secret into the report.
+
+use serde_json::{json, Map, Value};
+
+use crate::config::{GenerationMode, RetrievalMode, Settings};
+
+/// A dependency the readiness report covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dependency {
+    Postgres,
+    Qdrant,
+    Cohere,
+    Llm,
+    EmbeddedIndex,
+}
+
+impl Dependency {
+    pub fn name(self) -> &'static str {
+        match self {
+            Dependency::Postgres => "postgres",
+            Dependency::Qdrant => "qdrant",
+            Dependency::Cohere => "cohere",
+            Dependency::Llm => "llm",
+            Dependency::EmbeddedIndex => "embedded_index",
+        }
+    }
+}
+
+/// The outcome of one probe.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Check {
+    pub dependency: Dependency,
+    pub up: bool,
+    pub latency_ms: u64,
+    /// Short, secret-free reason when down (e.g. "HTTP 401", "timeout").
+    pub detail: Option<String>,
+}
+
+/// HTTP probes for the configured upstreams: requests that cost nothing (no tokens, no writes).
+pub fn http_probes(settings: &Settings) -> Vec<(Dependency, http::Request<Vec<u8>>)> {
+    let mut probes = Vec::new();
+    if let Some(url) = &settings.qdrant_url {
+        let mut request = http::Request::get(format!("{}/readyz", url.trim_end_matches('/')));
+        if let Some(key) = &settings.qdrant_api_key {
+            request = request.header("api-key", key);
+        }
+        if let Ok(request) = request.body(Vec::new()) {
+            probes.push((Dependency::Qdrant, request));
+        }
+    }
+    if let Some(key) = &settings.cohere_api_key {
+        let url = format!(
+            "{}/v1/models?page_size=1",
+            settings.cohere_base_url.trim_end_matches('/')
+        );
+        if let Ok(request) = http::Request::get(url)
+            .header("authorization", format!("Bearer {key}"))
+            .body(Vec::new())
+        {
+            probes.push((Dependency::Cohere, request));
+        }
+    }
+    if let Some(key) = &settings.openai_api_key {
+        let url = format!("{}/models", settings.openai_base_url.trim_end_matches('/'));
+        if let Ok(request) = http::Request::get(url)
+            .header("authorization", format!("Bearer {key}"))
+            .body(Vec::new())
+        {
+            probes.push((Dependency::Llm, request));
+        }
+    }
+    probes
+}
+
+/// Judges a probe's HTTP status.
+pub fn judge_status(status: u16) -> Result<(), String> {
+    match status {
+        200..=299 => Ok(()),
+        401 | 403 => Err(format!("HTTP {status}: credentials rejected")),
+        _ => Err(format!("HTTP {status}")),
+    }
+}
+
+/// The whole report and its HTTP status: 200 when every configured dependency is up.
+pub fn report(service: &str, version: &str, settings: &Settings, checks: &[Check]) -> (u16, Value) {
+    let all_up = checks.iter().all(|c| c.up);
+    let mut by_name = Map::new();
+    for check in checks {
+        let mut entry = Map::new();
+        entry.insert("status".into(), json!(if check.up { "up" } else { "down" }));
+        entry.insert("latency_ms".into(), json!(check.latency_ms));
+        if let Some(detail) = &check.detail {
+            entry.insert("detail".into(), json!(detail));
+        }
+        by_name.insert(check.dependency.name().into(), Value::Object(entry));
+    }
+    let retrieval = match settings.retrieval_mode() {
+        RetrievalMode::Vector => "vector",
+        RetrievalMode::Keyword => "keyword",
+    };
+    let generation = match settings.generation_mode() {
+        GenerationMode::Llm => "generated",
+        GenerationMode::Extractive => "extractive",
+    };
+    let sessions = if settings.database_url.is_some() {
+        "postgres"
+    } else {
+        "sqlite"
+    };
+    let keyless = retrieval == "keyword" && generation == "extractive" && sessions == "sqlite";
+    let body = json!({
+        "status": if all_up { "ready" } else { "unavailable" },
+        "service": service,
+        "version": version,
+        "mode": {
+            "retrieval": retrieval,
+            "generation": generation,
+            "sessions": sessions,
+            "keyless": keyless,
+        },
+        "checks": by_name,
+    });
+    (if all_up { 200 } else { 503 }, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(vars: &[(&str, &str)]) -> Settings {
+        Settings::from_lookup(|name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn nothing_configured_is_keyless_with_no_http_probes() {
+        let s = settings(&[]);
+        assert!(http_probes(&s).is_empty());
+        let (status, body) = report("svc", "1", &s, &[]);
+        assert_eq!(status, 200);
+        assert_eq!(body["mode"]["keyless"], true);
+    }
+
+    #[test]
+    fn probes_cover_each_configured_upstream_and_reports_never_hold_keys() {
+        let s = settings(&[
+            ("qdrant_url", "https://q.example:6333/"),
+            ("qdrant_api_key", "qk-secret"),
+            ("cohere_api_key", "ck-secret"),
+            ("openai_api_key", "ok-secret"),
+        ]);
+        let probes = http_probes(&s);
+        let names: Vec<_> = probes.iter().map(|(d, _)| d.name()).collect();
+        assert_eq!(names, ["qdrant", "cohere", "llm"]);
+        assert_eq!(probes[0].1.uri(), "https://q.example:6333/readyz");
+        let checks = [
+            Check {
+                dependency: Dependency::Qdrant,
+                up: true,
+                latency_ms: 3,
+                detail: None,
+            },
+            Check {
+                dependency: Dependency::Llm,
+                up: false,
+                latency_ms: 9,
+                detail: Some("HTTP 401: credentials rejected".into()),
+            },
+        ];
+        let (status, body) = report("svc", "1", &s, &checks);
+        assert_eq!(status, 503);
+        assert_eq!(body["checks"]["llm"]["status"], "down");
+        assert!(!body.to_string().contains("secret"));
+    }
+
+    #[test]
+    fn statuses_are_judged() {
+        assert!(judge_status(200).is_ok());
+        assert!(judge_status(401).unwrap_err().contains("credentials"));
+        assert!(judge_status(503).is_err());
+    }
+}

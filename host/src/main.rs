@@ -1,0 +1,121 @@
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use host::config::{RuntimeSettings, ServerSettings};
+use host::manifest::App;
+use host::runtime::Runtime;
+use host::variables::AppVariables;
+
+#[derive(Parser)]
+#[command(
+    name = "host",
+    version,
+    about = "Serves the chatbot's components from spin.toml"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve HTTP (the default).
+    Serve {
+        #[command(flatten)]
+        runtime: RuntimeSettings,
+        #[command(flatten)]
+        server: ServerSettings,
+    },
+    /// Validate spin.toml and the environment; print what is configured (names, never values).
+    Check {
+        #[command(flatten)]
+        runtime: RuntimeSettings,
+        /// Fail when a service needed in production (PostgreSQL, Qdrant, Cohere, LLM) is unset.
+        #[arg(long, env = "APP_ENV_PRODUCTION", default_value_t = false)]
+        production: bool,
+    },
+    /// Compile every component into the compile cache (used when building the image).
+    Precompile {
+        #[command(flatten)]
+        runtime: RuntimeSettings,
+    },
+    /// Probe a running server's /health (for container HEALTHCHECK; no curl needed).
+    Healthcheck {
+        #[arg(long, env = "PORT", default_value_t = 7860)]
+        port: u16,
+        #[arg(long, env = "BASE_PATH", default_value = "")]
+        base_path: String,
+    },
+}
+
+fn main() -> ExitCode {
+    host::init_logging();
+    let cli = Cli::parse();
+    let command = cli.command.unwrap_or_else(|| {
+        // `host` alone serves with settings from the environment.
+        match Cli::parse_from(["host", "serve"]).command {
+            Some(c) => c,
+            None => unreachable!("serve was given"),
+        }
+    });
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(command)) {
+        Ok(code) => code,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Serve { runtime, server } => {
+            let app = App::load(&runtime.manifest)?;
+            let variables = AppVariables::from_process_env(&app.manifest)?;
+            let runtime = tokio::task::block_in_place(|| Runtime::load(runtime, variables, app))?;
+            host::server::serve(Arc::new(runtime), &server).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check {
+            runtime,
+            production,
+        } => Ok(host::check::run(&runtime, production)),
+        Command::Precompile { runtime } => {
+            let app = App::load(&runtime.manifest)?;
+            let engine = host::engine::build(&host::engine::EngineLimits {
+                max_instances: runtime.max_concurrent_requests,
+                memory_limit_bytes: runtime.memory_limit_bytes(),
+            })?;
+            let paths: Vec<_> = app
+                .manifest
+                .component
+                .values()
+                .map(|c| app.source_path(c))
+                .collect();
+            host::engine::precompile(&engine, &paths, &runtime.cache_dir())?;
+            println!(
+                "compiled {} components into {}",
+                paths.len(),
+                runtime.cache_dir().display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Healthcheck { port, base_path } => {
+            Ok(host::check::probe_health(port, &base_path).await)
+        }
+    }
+}

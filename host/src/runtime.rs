@@ -1,0 +1,469 @@
+//! The loaded application and the whole request path:
+//! route -> concurrency permit -> bounded body -> fresh `Store` (memory cap, epoch deadline)
+//! -> `InstancePre` -> `wasi:http/incoming-handler` -> streamed response.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use axum::body::Body;
+use axum::http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+use wasmtime::component::Linker;
+use wasmtime::{Engine, Store, UpdateDeadline};
+use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::WasiHttpView;
+
+use crate::config::RuntimeSettings;
+use crate::engine::{self, EngineLimits, EpochTicker};
+use crate::errors::{json_error, not_found};
+use crate::manifest::App;
+use crate::metrics;
+use crate::outbound_http::{AllowedHosts, OutboundClient};
+use crate::postgres::{Postgres, PostgresSettings};
+use crate::routes::{RoutePattern, RouteTable};
+use crate::sqlite::Sqlite;
+use crate::state::{ComponentConfig, RequestState, Services};
+use crate::variables::{component_variables, AppVariables};
+
+struct LoadedComponent {
+    config: Arc<ComponentConfig>,
+    pre: ProxyPre<RequestState>,
+}
+
+pub struct Runtime {
+    engine: Engine,
+    _ticker: EpochTicker,
+    routes: RouteTable<usize>,
+    components: Vec<LoadedComponent>,
+    services: Services,
+    settings: RuntimeSettings,
+    permits: Arc<Semaphore>,
+    pub app: App,
+    pub variables: AppVariables,
+}
+
+/// The request as the runner received it, after `BASE_PATH` was taken off.
+pub struct Incoming {
+    pub request: Request<Body>,
+    /// Path the components route on.
+    pub path: String,
+    pub client: SocketAddr,
+    pub base_path: String,
+}
+
+impl Runtime {
+    pub fn load(settings: RuntimeSettings, variables: AppVariables, app: App) -> Result<Self> {
+        let engine = engine::build(&EngineLimits {
+            max_instances: settings.max_concurrent_requests,
+            memory_limit_bytes: settings.memory_limit_bytes(),
+        })?;
+        let mut linker = Linker::<RequestState>::new(&engine);
+        add_to_linker(&mut linker)?;
+
+        let cache_dir = settings.cache_dir();
+        let mut components = Vec::new();
+        let mut index_of = std::collections::HashMap::new();
+        for (id, declared) in &app.manifest.component {
+            let started = Instant::now();
+            let component =
+                engine::load_component(&engine, &app.source_path(declared), &cache_dir)?;
+            let pre = linker
+                .instantiate_pre(&component)
+                .map_err(anyhow::Error::from)
+                .with_context(|| {
+                    format!("component {id:?} imports something this runner does not provide")
+                })?;
+            let pre = ProxyPre::new(pre)
+                .map_err(anyhow::Error::from)
+                .with_context(|| {
+                    format!("component {id:?} does not export wasi:http/incoming-handler")
+                })?;
+            let config = ComponentConfig {
+                id: Arc::from(id.as_str()),
+                variables: component_variables(&variables, &declared.variables)?,
+                allowed_hosts: Arc::new(
+                    AllowedHosts::resolve(&declared.allowed_outbound_hosts, &variables)
+                        .with_context(|| format!("component {id:?}"))?,
+                ),
+                sqlite_databases: declared.sqlite_databases.clone(),
+                environment: declared.environment.clone().into_iter().collect(),
+            };
+            tracing::info!(component = %id, elapsed_ms = started.elapsed().as_millis() as u64, "component ready");
+            index_of.insert(id.clone(), components.len());
+            components.push(LoadedComponent {
+                config: Arc::new(config),
+                pre,
+            });
+        }
+        let routes = app
+            .manifest
+            .trigger
+            .http
+            .iter()
+            .map(|t| Ok((RoutePattern::parse(&t.route)?, index_of[&t.component])))
+            .collect::<Result<Vec<_>>>()?;
+
+        let services = Services {
+            outbound: OutboundClient::new(
+                std::time::Duration::from_secs(settings.connect_timeout_secs),
+                std::time::Duration::from_secs(settings.outbound_timeout_secs),
+            )?,
+            postgres: Postgres::new(PostgresSettings {
+                pool_size: settings.pg_pool_size,
+                connect_timeout: std::time::Duration::from_secs(settings.connect_timeout_secs),
+                statement_timeout: std::time::Duration::from_secs(
+                    settings.pg_statement_timeout_secs,
+                ),
+            }),
+            sqlite: Sqlite::new(&settings.data_dir)?,
+        };
+        Ok(Self {
+            _ticker: EpochTicker::start(&engine),
+            engine,
+            routes: RouteTable::new(routes)?,
+            components,
+            services,
+            permits: Arc::new(Semaphore::new(settings.max_concurrent_requests as usize)),
+            settings,
+            app,
+            variables,
+        })
+    }
+
+    pub fn services(&self) -> &Services {
+        &self.services
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.settings.max_concurrent_requests as usize - self.permits.available_permits()
+    }
+
+    pub async fn handle(&self, incoming: Incoming) -> Response<Body> {
+        let started = Instant::now();
+        let Some(matched) = self.routes.find(&incoming.path) else {
+            metrics::request_done("unmatched", StatusCode::NOT_FOUND, started);
+            return not_found();
+        };
+        let route = matched.pattern.raw().to_string();
+        let component = &self.components[*matched.target];
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            metrics::request_done(&route, StatusCode::SERVICE_UNAVAILABLE, started);
+            return json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_busy",
+                "too many requests in flight; retry shortly",
+            );
+        };
+        let spin_headers = SpinHeaders {
+            path_info: matched.path_info.clone(),
+            matched_route: route.clone(),
+            component_route: matched.pattern.base(),
+            base_path: if incoming.base_path.is_empty() {
+                "/".into()
+            } else {
+                incoming.base_path.clone()
+            },
+            client: incoming.client,
+        };
+        let response = match self
+            .run(component, incoming.request, spin_headers, permit)
+            .await
+        {
+            Ok(response) => response,
+            Err(failure) => failure.into_response(&component.config.id),
+        };
+        metrics::request_done(&route, response.status(), started);
+        response
+    }
+
+    async fn run(
+        &self,
+        component: &LoadedComponent,
+        request: Request<Body>,
+        spin: SpinHeaders,
+        permit: OwnedSemaphorePermit,
+    ) -> Result<Response<Body>, Failure> {
+        let request = self.prepare_request(request, &spin).await?;
+
+        let mut store = Store::new(
+            &self.engine,
+            RequestState::new(
+                component.config.clone(),
+                self.services.clone(),
+                self.settings.memory_limit_bytes(),
+            ),
+        );
+        store.limiter(|state| &mut state.limits);
+        // Before the response starts, the guest has one request timeout of CPU; once it is
+        // streaming, it may go on until the stream timeout.
+        let responded = Arc::new(AtomicBool::new(false));
+        let deadline_ticks = engine::ticks(self.settings.request_timeout());
+        let stream_deadline = started_plus(self.settings.stream_timeout());
+        let flag = responded.clone();
+        store.set_epoch_deadline(deadline_ticks);
+        store.epoch_deadline_callback(move |_| {
+            if flag.load(Ordering::Acquire) && Instant::now() < stream_deadline {
+                Ok(UpdateDeadline::Continue(deadline_ticks))
+            } else {
+                Err(wasmtime::Trap::Interrupt.into())
+            }
+        });
+
+        let (sender, receiver) = oneshot::channel();
+        let flag = responded.clone();
+        let state = store.data_mut();
+        let req = state
+            .http()
+            .new_incoming_request(Scheme::Http, request)
+            .map_err(Failure::Host)?;
+        let out = state
+            .http()
+            .new_response_outparam_from_callback(move |result| {
+                flag.store(true, Ordering::Release);
+                let _ = sender.send(result);
+            })
+            .map_err(Failure::Host)?;
+
+        let pre = component.pre.clone();
+        let id = component.config.id.clone();
+        let stream_timeout = self.settings.stream_timeout();
+        let task = tokio::spawn(async move {
+            let _permit = permit;
+            let instantiating = Instant::now();
+            let proxy = pre.instantiate_async(&mut store).await?;
+            metrics::instantiated(&id, instantiating.elapsed());
+            let call = proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, req, out);
+            match tokio::time::timeout(stream_timeout, call).await {
+                Ok(result) => result,
+                Err(_) => Err(wasmtime::Trap::Interrupt.into()),
+            }
+        });
+
+        match tokio::time::timeout(self.settings.request_timeout(), receiver).await {
+            Ok(Ok(Ok(response))) => {
+                let id = component.config.id.clone();
+                // Errors after the head was sent can only end the stream; log them.
+                tokio::spawn(async move {
+                    match task.await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(err)) => {
+                            tracing::warn!(component = %id, "guest failed while streaming: {err:#}")
+                        }
+                        Err(err) => tracing::warn!(component = %id, "guest task failed: {err}"),
+                    }
+                });
+                Ok(response.map(|body| {
+                    Body::new(body.map_err(|code| std::io::Error::other(format!("{code:?}"))))
+                }))
+            }
+            Ok(Ok(Err(code))) => Err(Failure::GuestErrorCode(code)),
+            Ok(Err(_)) => match task.await {
+                Ok(Ok(())) => Err(Failure::NoResponse),
+                Ok(Err(err)) => Err(Failure::Trap(err)),
+                Err(err) => Err(Failure::Host(err.into())),
+            },
+            Err(_) => {
+                task.abort();
+                Err(Failure::Timeout)
+            }
+        }
+    }
+
+    /// Buffers the body within the limit (so an oversize body is refused before any guest
+    /// runs and nothing is written), and adds the headers Spin sets.
+    async fn prepare_request(
+        &self,
+        request: Request<Body>,
+        spin: &SpinHeaders,
+    ) -> Result<Request<Full<bytes::Bytes>>, Failure> {
+        let limit = self.settings.max_body_bytes;
+        let too_large = request
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .is_some_and(|len| len > limit as u64);
+        if too_large {
+            return Err(Failure::BodyTooLarge(limit));
+        }
+        let (mut parts, body) = request.into_parts();
+        let bytes = match Limited::new(body, limit).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(err)
+                if err
+                    .downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some() =>
+            {
+                return Err(Failure::BodyTooLarge(limit))
+            }
+            Err(_) => return Err(Failure::BadBody),
+        };
+        let host = parts
+            .headers
+            .get(axum::http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("localhost")
+            .to_string();
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .map(|pq| pq.as_str().to_string())
+            .unwrap_or_else(|| "/".into());
+        let full_url = format!("http://{host}{path_and_query}");
+        parts.uri = spin
+            .rewrite_uri(&host, &parts.uri)
+            .map_err(|_| Failure::BadBody)?;
+        let headers = &mut parts.headers;
+        let mut set = |name: &'static str, value: &str| {
+            if let Ok(value) = HeaderValue::from_str(value) {
+                headers.insert(name, value);
+            }
+        };
+        set("spin-full-url", &full_url);
+        set("spin-path-info", &spin.path_info);
+        set("spin-matched-route", &spin.matched_route);
+        set("spin-raw-component-route", &spin.matched_route);
+        set("spin-component-route", &spin.component_route);
+        set("spin-base-path", &spin.base_path);
+        set("spin-client-addr", &spin.client.to_string());
+        Ok(Request::from_parts(parts, Full::new(bytes)))
+    }
+}
+
+fn started_plus(budget: std::time::Duration) -> Instant {
+    Instant::now() + budget
+}
+
+struct SpinHeaders {
+    path_info: String,
+    matched_route: String,
+    component_route: String,
+    base_path: String,
+    client: SocketAddr,
+}
+
+impl SpinHeaders {
+    /// The guest sees the path without `BASE_PATH`, as if the app were mounted at `/`.
+    fn rewrite_uri(
+        &self,
+        host: &str,
+        uri: &axum::http::Uri,
+    ) -> Result<axum::http::Uri, axum::http::Error> {
+        let path_and_query = uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
+        let stripped = path_and_query
+            .strip_prefix(self.base_path.trim_end_matches('/'))
+            .filter(|rest| rest.starts_with('/') || rest.starts_with('?') || rest.is_empty())
+            .map(|rest| {
+                if rest.is_empty() || rest.starts_with('?') {
+                    format!("/{rest}")
+                } else {
+                    rest.to_string()
+                }
+            })
+            .unwrap_or_else(|| path_and_query.to_string());
+        axum::http::Uri::builder()
+            .scheme("http")
+            .authority(host)
+            .path_and_query(stripped)
+            .build()
+    }
+}
+
+enum Failure {
+    BodyTooLarge(usize),
+    BadBody,
+    Timeout,
+    Trap(wasmtime::Error),
+    GuestErrorCode(ErrorCode),
+    NoResponse,
+    Host(wasmtime::Error),
+}
+
+impl Failure {
+    fn into_response(self, component: &str) -> Response<Body> {
+        match self {
+            Failure::BodyTooLarge(limit) => json_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                &format!("request body exceeds the limit of {limit} bytes"),
+            ),
+            Failure::BadBody => json_error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "the request body could not be read",
+            ),
+            Failure::Timeout => {
+                tracing::warn!(component, "request exceeded its deadline");
+                json_error(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "deadline_exceeded",
+                    "the request took too long",
+                )
+            }
+            Failure::Trap(err) if is_interrupt(&err) => {
+                tracing::warn!(component, "guest interrupted at its deadline");
+                json_error(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "deadline_exceeded",
+                    "the request took too long",
+                )
+            }
+            Failure::Trap(err) => {
+                tracing::error!(component, "guest trapped: {err:#}");
+                json_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "component_failed",
+                    "the component failed while handling the request",
+                )
+            }
+            Failure::GuestErrorCode(code) => {
+                tracing::error!(component, "guest answered with an error: {code:?}");
+                json_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "component_failed",
+                    "the component failed while handling the request",
+                )
+            }
+            Failure::NoResponse => {
+                tracing::error!(component, "guest returned without a response");
+                json_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "component_failed",
+                    "the component returned no response",
+                )
+            }
+            Failure::Host(err) => {
+                tracing::error!(component, "host error: {err:#}");
+                json_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error",
+                )
+            }
+        }
+    }
+}
+
+fn is_interrupt(err: &wasmtime::Error) -> bool {
+    matches!(
+        err.downcast_ref::<wasmtime::Trap>(),
+        Some(wasmtime::Trap::Interrupt)
+    )
+}
+
+fn add_to_linker(linker: &mut Linker<RequestState>) -> Result<()> {
+    use wasmtime::component::HasSelf;
+    wasmtime_wasi::p2::add_to_linker_async(linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
+    crate::bindings::fermyon::spin::variables::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+    crate::bindings::wasi::config::store::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+    crate::bindings::spin::postgres::postgres::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+    crate::bindings::spin::sqlite::sqlite::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+    Ok(())
+}

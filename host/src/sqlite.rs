@@ -1,0 +1,179 @@
+//! `spin:sqlite/sqlite@3.0.0` on embedded SQLite files: a component may open the databases it
+//! lists in `sqlite_databases`; each is the file `DATA_DIR/<name>.db`, in WAL mode with a busy
+//! timeout so concurrent requests wait for each other instead of failing. Under `spin up`,
+//! Spin's own default database plays the same part.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use wasmtime::component::Resource;
+
+use crate::bindings::spin::sqlite::sqlite::{self, Error, QueryResult, RowResult, Value};
+use crate::state::RequestState;
+
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Clone, Debug)]
+pub struct Sqlite {
+    data_dir: Arc<PathBuf>,
+}
+
+impl Sqlite {
+    pub fn new(data_dir: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("cannot create DATA_DIR {}", data_dir.display()))?;
+        Ok(Self {
+            data_dir: Arc::new(data_dir.to_path_buf()),
+        })
+    }
+
+    /// The file behind a database label.
+    pub fn path_of(&self, database: &str) -> PathBuf {
+        self.data_dir.join(format!("{database}.db"))
+    }
+
+    /// Opens a database as components see it (the ingester writes the embedded index this way).
+    pub fn open(&self, database: &str) -> rusqlite::Result<rusqlite::Connection> {
+        open_file(&self.path_of(database))
+    }
+}
+
+pub fn open_file(path: &Path) -> rusqlite::Result<rusqlite::Connection> {
+    let conn = rusqlite::Connection::open(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}
+
+/// The `connection` resource: one SQLite connection for the component's lifetime.
+pub struct Connection {
+    conn: Arc<Mutex<rusqlite::Connection>>,
+}
+
+fn valid_label(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+fn io_error(err: impl std::fmt::Display) -> Error {
+    Error::Io(err.to_string())
+}
+
+fn to_sql(value: Value) -> rusqlite::types::Value {
+    use rusqlite::types::Value as V;
+    match value {
+        Value::Integer(i) => V::Integer(i),
+        Value::Real(f) => V::Real(f),
+        Value::Text(s) => V::Text(s),
+        Value::Blob(b) => V::Blob(b),
+        Value::Null => V::Null,
+    }
+}
+
+fn from_sql(value: rusqlite::types::ValueRef<'_>) -> Value {
+    use rusqlite::types::ValueRef as V;
+    match value {
+        V::Null => Value::Null,
+        V::Integer(i) => Value::Integer(i),
+        V::Real(f) => Value::Real(f),
+        V::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+        V::Blob(b) => Value::Blob(b.to_vec()),
+    }
+}
+
+fn run(
+    conn: &rusqlite::Connection,
+    statement: &str,
+    parameters: Vec<Value>,
+) -> Result<QueryResult, Error> {
+    let mut stmt = conn.prepare(statement).map_err(io_error)?;
+    let columns: Vec<String> = stmt.column_names().into_iter().map(String::from).collect();
+    let params = rusqlite::params_from_iter(parameters.into_iter().map(to_sql));
+    let mut rows = stmt.query(params).map_err(io_error)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(io_error)? {
+        let values = (0..columns.len())
+            .map(|i| row.get_ref(i).map(from_sql))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(io_error)?;
+        out.push(RowResult { values });
+    }
+    Ok(QueryResult { columns, rows: out })
+}
+
+impl sqlite::Host for RequestState {}
+
+impl sqlite::HostConnection for RequestState {
+    async fn open(
+        &mut self,
+        database: String,
+    ) -> wasmtime::Result<Result<Resource<Connection>, Error>> {
+        if !valid_label(&database) {
+            return Ok(Err(Error::NoSuchDatabase));
+        }
+        if !self
+            .component
+            .sqlite_databases
+            .iter()
+            .any(|d| *d == database)
+        {
+            return Ok(Err(Error::AccessDenied));
+        }
+        let path = self.services.sqlite.path_of(&database);
+        let opened = tokio::task::spawn_blocking(move || open_file(&path)).await?;
+        match opened {
+            Ok(conn) => {
+                let resource = self.table.push(Connection {
+                    conn: Arc::new(Mutex::new(conn)),
+                })?;
+                Ok(Ok(resource))
+            }
+            Err(err) => {
+                tracing::warn!(component = %self.component.id, database, "cannot open SQLite database: {err}");
+                Ok(Err(io_error(err)))
+            }
+        }
+    }
+
+    async fn execute(
+        &mut self,
+        connection: Resource<Connection>,
+        statement: String,
+        parameters: Vec<Value>,
+    ) -> wasmtime::Result<Result<QueryResult, Error>> {
+        let conn = self.table.get(&connection)?.conn.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let conn = conn.lock().map_err(|_| Error::InvalidConnection)?;
+            run(&conn, &statement, parameters)
+        })
+        .await?;
+        Ok(result)
+    }
+
+    async fn last_insert_rowid(
+        &mut self,
+        connection: Resource<Connection>,
+    ) -> wasmtime::Result<i64> {
+        let conn = self.table.get(&connection)?.conn.clone();
+        let rowid = conn.lock().map(|c| c.last_insert_rowid()).unwrap_or(0);
+        Ok(rowid)
+    }
+
+    async fn changes(&mut self, connection: Resource<Connection>) -> wasmtime::Result<u64> {
+        let conn = self.table.get(&connection)?.conn.clone();
+        let changes = conn.lock().map(|c| c.changes()).unwrap_or(0);
+        Ok(changes)
+    }
+
+    async fn drop(&mut self, connection: Resource<Connection>) -> wasmtime::Result<()> {
+        self.table.delete(connection)?;
+        Ok(())
+    }
+}
