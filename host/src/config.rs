@@ -124,3 +124,18 @@ impl ServerSettings {
             .collect()
     }
 }
+
+/// Settings from command-line style arguments (defaults and environment for the rest); for
+/// embedding the runner, e.g. in tests.
+pub fn settings_from_args(args: &[&str]) -> (RuntimeSettings, ServerSettings) {
+    #[derive(clap::Parser)]
+    struct Both {
+        #[command(flatten)]
+        runtime: RuntimeSettings,
+        #[command(flatten)]
+        server: ServerSettings,
+    }
+    let both =
+        <Both as clap::Parser>::parse_from(std::iter::once("host").chain(args.iter().copied()));
+    (both.runtime, both.server)
+}

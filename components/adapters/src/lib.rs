@@ -2,6 +2,7 @@
 //! sending the `http::Request`s core builds, timers, the databases behind
 //! [`rag_core::store::Database`], and turning core's errors into responses.
 
+pub mod db;
 pub mod outbound;
 pub mod respond;
 pub mod timer;

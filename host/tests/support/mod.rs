@@ -1,0 +1,123 @@
+//! Runs the real runner in-process on an ephemeral port, over the real built `.wasm` files.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use host::config::settings_from_args;
+use host::manifest::App;
+use host::runtime::Runtime;
+use host::variables::AppVariables;
+
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// A built component; the README's test command builds them before the tests run.
+pub fn wasm(name: &str) -> PathBuf {
+    let path = workspace().join(format!("target/wasm32-wasip2/release/{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: build the components first (cargo build --target wasm32-wasip2 --release -p health -p chat -p session -p test-guest)",
+        path.display()
+    );
+    path
+}
+
+pub struct Server {
+    pub base_url: String,
+    pub data_dir: tempfile::TempDir,
+    pub runtime: Arc<Runtime>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub struct Options<'a> {
+    /// spin.toml to load (default: the project's own).
+    pub manifest: Option<PathBuf>,
+    /// Application variables by lower-case name; nothing else is read from the environment.
+    pub variables: &'a [(&'a str, &'a str)],
+    /// Extra runner flags, e.g. `["--request-timeout-secs", "2"]`.
+    pub args: &'a [&'a str],
+    /// Reuse a data folder (to test restarts).
+    pub data_dir: Option<tempfile::TempDir>,
+}
+
+impl Default for Options<'_> {
+    fn default() -> Self {
+        Self {
+            manifest: None,
+            variables: &[],
+            args: &[],
+            data_dir: None,
+        }
+    }
+}
+
+pub async fn start(options: Options<'_>) -> Server {
+    let manifest = options
+        .manifest
+        .unwrap_or_else(|| workspace().join("spin.toml"));
+    let data_dir = options
+        .data_dir
+        .unwrap_or_else(|| tempfile::tempdir().unwrap());
+    let app = App::load(&manifest).unwrap();
+    for component in app.manifest.component.values() {
+        let name = Path::new(&component.source)
+            .file_stem()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        wasm(&name);
+    }
+    let vars: HashMap<String, String> = options
+        .variables
+        .iter()
+        .map(|(k, v)| (k.to_ascii_uppercase(), v.to_string()))
+        .collect();
+    let variables = AppVariables::resolve(&app.manifest, |key| vars.get(key).cloned()).unwrap();
+    let data = data_dir.path().to_str().unwrap().to_string();
+    let cache = workspace().join("target/test-compile-cache");
+    let mut args = vec![
+        "--manifest",
+        manifest.to_str().unwrap(),
+        "--data-dir",
+        &data,
+        "--cache-dir",
+        cache.to_str().unwrap(),
+        "--max-concurrent-requests",
+        "64",
+    ];
+    args.extend_from_slice(options.args);
+    let (runtime_settings, server_settings) = settings_from_args(&args);
+    let runtime = Arc::new(
+        tokio::task::spawn_blocking(move || Runtime::load(runtime_settings, variables, app))
+            .await
+            .unwrap()
+            .unwrap(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base_url = format!("http://{}", listener.local_addr().unwrap());
+    let serving = runtime.clone();
+    let task = tokio::spawn(async move {
+        host::server::serve_on(listener, serving, &server_settings)
+            .await
+            .unwrap();
+    });
+    Server {
+        base_url,
+        data_dir,
+        runtime,
+        task,
+    }
+}
