@@ -3,6 +3,7 @@
 //! [`rag_core::store::Database`], and turning core's errors into responses.
 
 pub mod db;
+pub mod ids;
 pub mod outbound;
 pub mod respond;
 pub mod timer;
