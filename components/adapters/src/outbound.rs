@@ -26,7 +26,8 @@ pub async fn send(
     }
 }
 
-fn classify(err: &spin_sdk::http::SendError) -> SendFailure {
+/// Why a `spin_sdk::http::send` failed, for callers that send without [`send`] (e.g. to stream).
+pub fn classify(err: &spin_sdk::http::SendError) -> SendFailure {
     let text = format!("{err:?}");
     if text.contains("Timeout") {
         SendFailure::Timeout

@@ -10,6 +10,7 @@ pub mod config;
 pub mod docs;
 pub mod error;
 pub mod extractive;
+pub mod pipeline;
 pub mod prompt;
 pub mod readiness;
 pub mod retrieval;

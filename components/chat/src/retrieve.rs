@@ -1,0 +1,143 @@
+//! Passages for a question: Cohere embeddings + Qdrant (+ Cohere rerank) when configured,
+//! else the embedded SQLite FTS5 index written by `host ingest`.
+
+use adapters::db::Db;
+use rag_core::config::{RetrievalMode, Settings};
+use rag_core::error::ApiError;
+use rag_core::pipeline;
+use rag_core::retrieval::Passage;
+use rag_core::search_index::{self, SearchRow};
+use rag_core::store::{Database, Row, SqlValue, StoreError};
+use rag_core::upstream::cohere::{apply_rerank, Cohere, InputType};
+use rag_core::upstream::qdrant::Qdrant;
+use rag_core::upstream::{Service, UpstreamError};
+
+use crate::session::store_failure;
+use crate::upstream;
+
+/// The relevant passages for `query`, best first, at most `top_k`.
+pub async fn retrieve(
+    settings: &Settings,
+    query: &str,
+    top_k: u32,
+) -> Result<Vec<Passage>, ApiError> {
+    let mode = settings.retrieval_mode();
+    let threshold = pipeline::score_threshold(mode, settings);
+    match mode {
+        RetrievalMode::Vector => vector(settings, query, top_k, threshold)
+            .await
+            .map_err(|error| {
+                eprintln!("chat: retrieval failed: {error}");
+                ApiError::from(error)
+            }),
+        RetrievalMode::Keyword => keyword(query, top_k, threshold),
+    }
+}
+
+async fn vector(
+    settings: &Settings,
+    query: &str,
+    top_k: u32,
+    threshold: f32,
+) -> Result<Vec<Passage>, UpstreamError> {
+    let (Some(cohere), Some(qdrant)) = (Cohere::from_settings(settings), Qdrant::from_settings(settings))
+    else {
+        unreachable!("vector retrieval runs only when Cohere and Qdrant are configured");
+    };
+    let texts = [query];
+    let vector = upstream::call(
+        Service::Cohere,
+        settings,
+        || cohere.embed_request(&texts, InputType::SearchQuery),
+        |response| Cohere::parse_embed_response(response, texts.len()),
+    )
+    .await?
+    .remove(0);
+
+    let reranking = cohere.rerank_model.is_some();
+    let limit = pipeline::vector_candidates(top_k, reranking);
+    let hits = upstream::call(
+        Service::Qdrant,
+        settings,
+        || qdrant.query_request(&vector, limit, threshold),
+        Qdrant::parse_query_response,
+    )
+    .await?;
+    let hits = pipeline::relevant_passages(hits, threshold, limit);
+    if !reranking || hits.len() < 2 {
+        return Ok(pipeline::relevant_passages(hits, threshold, top_k));
+    }
+
+    let documents: Vec<String> = hits.iter().map(rerank_document).collect();
+    let results = upstream::call(
+        Service::Cohere,
+        settings,
+        || {
+            cohere
+                .rerank_request(query, &documents, top_k as usize)
+                .expect("a rerank model is configured")
+        },
+        |response| Cohere::parse_rerank_response(response, documents.len()),
+    )
+    .await?;
+    let mut reranked = apply_rerank(&hits, &results);
+    reranked.truncate(top_k as usize);
+    Ok(reranked)
+}
+
+/// What the reranker reads: where the passage sits in the book, then its text.
+fn rerank_document(passage: &Passage) -> String {
+    if passage.heading.is_empty() {
+        format!("{}\n{}", passage.title, passage.text)
+    } else {
+        format!("{} — {}\n{}", passage.title, passage.heading, passage.text)
+    }
+}
+
+fn keyword(query: &str, top_k: u32, threshold: f32) -> Result<Vec<Passage>, ApiError> {
+    // A question made only of stop words matches nothing rather than everything.
+    let Some(expression) = search_index::fts_match_expression(query) else {
+        return Ok(Vec::new());
+    };
+    let db = Db::embedded().map_err(store_failure)?;
+    let rows = match db.query(
+        search_index::SEARCH,
+        &[expression.into(), i64::from(top_k).into()],
+    ) {
+        Ok(rows) => rows,
+        Err(StoreError::Query(message)) if message.contains("no such table") => {
+            return Err(ApiError::new(
+                503,
+                "index_unavailable",
+                "the embedded search index has not been built: run `host ingest` first",
+            ))
+        }
+        Err(error) => return Err(store_failure(error)),
+    };
+    let passages = rows
+        .iter()
+        .map(search_row)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(store_failure)?
+        .into_iter()
+        .map(search_index::row_to_passage)
+        .collect();
+    Ok(pipeline::relevant_passages(passages, threshold, top_k))
+}
+
+fn search_row(row: Row<'_>) -> Result<SearchRow, StoreError> {
+    let bm25 = match row.get("rank")? {
+        SqlValue::Real(value) => *value,
+        SqlValue::Integer(value) => *value as f64,
+        _ => return Err(StoreError::Query("rank is not a number".into())),
+    };
+    Ok(SearchRow {
+        id: row.text("id")?,
+        page_url: row.text("page_url")?,
+        url: row.text("url")?,
+        title: row.text("title")?,
+        heading: row.text("heading")?,
+        text: row.text("text")?,
+        bm25,
+    })
+}

@@ -1,0 +1,92 @@
+//! The conversation a question belongs to: its earlier turns, and the turns this request adds.
+
+use adapters::db::Db;
+use rag_core::chat::ChatRequest;
+use rag_core::config::Settings;
+use rag_core::error::ApiError;
+use rag_core::pipeline;
+use rag_core::store::{self, MessageStatus, Role, SessionStore, StoreError, Turn};
+
+/// A session opened for one question, with the user's turn already stored.
+pub struct Conversation {
+    db: Db,
+    pub session_id: String,
+    /// Earlier complete turns within the history budget, oldest first (this question excluded).
+    pub history: Vec<Turn>,
+}
+
+/// How a storage failure reaches the client.
+pub fn store_failure(error: StoreError) -> ApiError {
+    eprintln!("chat: {error}");
+    ApiError::new(error.status(), error.code(), error.to_string())
+}
+
+impl Conversation {
+    /// Opens (or starts) the session, reads its recent turns, then stores the question, so the
+    /// question is kept even when answering it fails.
+    pub fn open(settings: &Settings, request: &ChatRequest) -> Result<Self, ApiError> {
+        let db = Db::open(settings.database_url.as_deref()).map_err(store_failure)?;
+        store::ensure_schema(&db).map_err(store_failure)?;
+        let session_id = match &request.session_id {
+            Some(id) => id.clone(),
+            None => {
+                let bytes = wasi::random::random::get_random_bytes(16);
+                pipeline::new_session_id(bytes.try_into().expect("16 random bytes"))
+            }
+        };
+        let sessions = SessionStore::new(&db);
+        sessions.ensure_session(&session_id).map_err(store_failure)?;
+        let history = sessions
+            .recent_turns(&session_id, settings.history_budget_chars)
+            .map_err(store_failure)?;
+        sessions
+            .append_message(
+                &session_id,
+                Role::User,
+                &request.query,
+                "[]",
+                MessageStatus::Complete,
+            )
+            .map_err(store_failure)?;
+        Ok(Self {
+            db,
+            session_id,
+            history,
+        })
+    }
+
+    /// Stores an answer; returns its message id.
+    pub fn add_answer(
+        &self,
+        answer: &str,
+        sources_json: &str,
+        status: MessageStatus,
+    ) -> Result<i64, ApiError> {
+        SessionStore::new(&self.db)
+            .append_message(
+                &self.session_id,
+                Role::Assistant,
+                answer,
+                sources_json,
+                status,
+            )
+            .map(|record| record.id)
+            .map_err(store_failure)
+    }
+
+    /// Rewrites a streamed answer as it stands; failures are logged, since the client already
+    /// has the text and nothing better can be done.
+    pub fn save_answer(
+        &self,
+        message_id: i64,
+        answer: &str,
+        sources_json: &str,
+        status: MessageStatus,
+    ) {
+        if let Err(error) =
+            SessionStore::new(&self.db).update_message(message_id, answer, sources_json, status)
+        {
+            eprintln!("chat: could not save message {message_id}: {error}");
+        }
+    }
+}

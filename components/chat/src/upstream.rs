@@ -1,0 +1,64 @@
+//! Upstream calls with retries: jittered backoff on timeouts, connection failures, 429 and
+//! 5xx, honouring `Retry-After`, within the retry policy's total budget.
+
+use std::future::Future;
+
+use adapters::outbound::{self, SendFailure};
+use adapters::timer;
+use rag_core::config::Settings;
+use rag_core::retry::RetryPolicy;
+use rag_core::upstream::{Service, UpstreamError};
+
+/// The classified failure of a send that got no response.
+pub fn send_failure(service: Service, failure: SendFailure) -> UpstreamError {
+    match failure {
+        SendFailure::Timeout => UpstreamError::timeout(service),
+        SendFailure::Refused => {
+            UpstreamError::connect(service, "the destination is not in allowed_outbound_hosts")
+        }
+        SendFailure::Connect => UpstreamError::connect(service, "connection failed"),
+    }
+}
+
+/// Runs `attempt` again while its failure is retryable and the policy allows another try.
+pub async fn with_retries<T, F, Fut>(mut attempt: F) -> Result<T, UpstreamError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, UpstreamError>>,
+{
+    let policy = RetryPolicy::default();
+    let started = timer::now();
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let error = match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(error) if error.is_retryable() => error,
+            Err(error) => return Err(error),
+        };
+        let random = wasi::random::random::get_random_u64();
+        match policy.next_delay(attempts, error.retry_after, timer::since(started), random) {
+            Some(delay) => {
+                eprintln!("chat: {error}; retrying in {} ms", delay.as_millis());
+                timer::sleep(delay).await;
+            }
+            None => return Err(error),
+        }
+    }
+}
+
+/// Sends the request `build` makes (again for each attempt) and parses the response.
+pub async fn call<T>(
+    service: Service,
+    settings: &Settings,
+    build: impl Fn() -> http::Request<Vec<u8>>,
+    parse: impl Fn(&http::Response<Vec<u8>>) -> Result<T, UpstreamError>,
+) -> Result<T, UpstreamError> {
+    with_retries(|| async {
+        let response = outbound::send(build(), settings.upstream_timeout)
+            .await
+            .map_err(|failure| send_failure(service, failure))?;
+        parse(&response)
+    })
+    .await
+}
