@@ -1,1 +1,81 @@
+//! Misbehaves on request, so the runner's fault handling can be tested on a real component:
+//! `/ok`, `/trap`, `/loop`, `/alloc`, `/slow?ms=N`, `/outbound?url=U`, `/echo-headers`.
 
+use std::time::Duration;
+
+use spin_sdk::http::{IntoResponse, Request, Response};
+use spin_sdk::http_component;
+
+fn text(status: u16, body: impl Into<String>) -> Response {
+    Response::builder()
+        .status(status)
+        .header("content-type", "text/plain")
+        .body(body.into())
+        .build()
+}
+
+fn query_param<'a>(request: &'a Request, name: &str) -> Option<&'a str> {
+    request.query().split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        (key == name).then_some(value)
+    })
+}
+
+#[http_component]
+async fn handle(request: Request) -> impl IntoResponse {
+    let path = request
+        .path()
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    match path.as_str() {
+        "ok" => text(200, "ok"),
+        "trap" => panic!("the test guest was asked to trap"),
+        "loop" => {
+            let mut n: u64 = 0;
+            loop {
+                n = std::hint::black_box(n.wrapping_add(1));
+            }
+        }
+        "alloc" => {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hoard.push(vec![1u8; 16 * 1024 * 1024]);
+                std::hint::black_box(&hoard);
+            }
+        }
+        "slow" => {
+            let ms = query_param(&request, "ms")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1000);
+            adapters::timer::sleep(Duration::from_millis(ms)).await;
+            text(200, "done")
+        }
+        "outbound" => {
+            let Some(url) = query_param(&request, "url") else {
+                return text(400, "url missing");
+            };
+            let outgoing = http::Request::get(url)
+                .body(Vec::new())
+                .expect("valid request");
+            match adapters::outbound::send(outgoing, Duration::from_secs(5)).await {
+                Ok(response) => text(
+                    200,
+                    format!("upstream answered {}", response.status().as_u16()),
+                ),
+                Err(failure) => text(502, format!("{failure:?}")),
+            }
+        }
+        "echo-headers" => {
+            let mut lines: Vec<String> = request
+                .headers()
+                .filter(|(name, _)| name.starts_with("spin-"))
+                .map(|(name, value)| format!("{name}: {}", value.as_str().unwrap_or("")))
+                .collect();
+            lines.sort();
+            text(200, lines.join("\n"))
+        }
+        _ => text(404, "unknown test route"),
+    }
+}

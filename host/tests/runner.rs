@@ -1,0 +1,528 @@
+//! End to end: the real `host` binary, started on an ephemeral port with a test manifest that
+//! serves the real health component and a misbehaving test guest.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn wasm(name: &str) -> String {
+    let path = workspace().join(format!("target/wasm32-wasip2/release/{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} missing: build the components first (see README)",
+        path.display()
+    );
+    path.to_str().unwrap().to_string()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A manifest with the health component and the test guest; the guest may call only the
+/// runner itself (`http://127.0.0.1:<port>`).
+fn write_manifest(dir: &Path, port: u16, extra_variables: &str) -> PathBuf {
+    let manifest = format!(
+        r#"spin_manifest_version = 2
+[application]
+name = "runner-test"
+[variables]
+service_name = {{ default = "runner-test" }}
+database_url = {{ default = "" }}
+openai_api_key = {{ default = "" }}
+openai_base_url = {{ default = "https://api.openai.com/v1" }}
+cohere_api_key = {{ default = "" }}
+cohere_base_url = {{ default = "https://api.cohere.com" }}
+qdrant_url = {{ default = "" }}
+qdrant_api_key = {{ default = "" }}
+qdrant_collection = {{ default = "book" }}
+self_origin = {{ default = "http://127.0.0.1:{port}" }}
+{extra_variables}
+[[trigger.http]]
+route = "/health/..."
+component = "health"
+[[trigger.http]]
+route = "/guest/..."
+component = "guest"
+[component.health]
+source = "{health}"
+sqlite_databases = ["default"]
+[component.health.variables]
+service_name = "{{{{ service_name }}}}"
+database_url = "{{{{ database_url }}}}"
+openai_api_key = "{{{{ openai_api_key }}}}"
+openai_base_url = "{{{{ openai_base_url }}}}"
+cohere_api_key = "{{{{ cohere_api_key }}}}"
+cohere_base_url = "{{{{ cohere_base_url }}}}"
+qdrant_url = "{{{{ qdrant_url }}}}"
+qdrant_api_key = "{{{{ qdrant_api_key }}}}"
+qdrant_collection = "{{{{ qdrant_collection }}}}"
+[component.guest]
+source = "{guest}"
+allowed_outbound_hosts = ["{{{{ self_origin }}}}"]
+"#,
+        health = wasm("health"),
+        guest = wasm("test_guest"),
+    );
+    let path = dir.join("spin.toml");
+    std::fs::write(&path, manifest).unwrap();
+    path
+}
+
+struct Runner {
+    child: Child,
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Runner {
+    fn start(env: &[(&str, &str)]) -> Runner {
+        Self::start_with(env, "")
+    }
+
+    fn start_with(env: &[(&str, &str)], extra_variables: &str) -> Runner {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let manifest = write_manifest(dir.path(), port, extra_variables);
+        let mut command = Command::new(env!("CARGO_BIN_EXE_host"));
+        command
+            .arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("SPIN_MANIFEST", &manifest)
+            .env("PORT", port.to_string())
+            .env("BIND_ADDR", "127.0.0.1")
+            .env("DATA_DIR", dir.path().join("data"))
+            .env(
+                "COMPILE_CACHE_DIR",
+                workspace().join("target/test-compile-cache"),
+            )
+            .env("MAX_CONCURRENT_REQUESTS", "16")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let child = command.spawn().unwrap();
+        let runner = Runner {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            _dir: dir,
+        };
+        let base_path = env
+            .iter()
+            .find(|(k, _)| *k == "BASE_PATH")
+            .map_or("", |(_, v)| v.trim_end_matches('/'));
+        runner.wait_ready(base_path);
+        runner
+    }
+
+    fn wait_ready(&self, base_path: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(response) = reqwest::blocking_get(&format!("{}{base_path}/health", self.base))
+            {
+                if response == 200 {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the runner did not become ready");
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    fn terminate(&mut self) -> (i32, String) {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        let status = self.child.wait().unwrap();
+        let mut log = String::new();
+        if let Some(mut stderr) = self.child.stderr.take() {
+            stderr.read_to_string(&mut log).unwrap();
+        }
+        (status.code().unwrap_or(-1), log)
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Minimal blocking GET for readiness polling (no async runtime needed).
+mod reqwest {
+    pub use ::reqwest::*;
+
+    pub fn blocking_get(url: &str) -> std::io::Result<u16> {
+        use std::io::{Read, Write};
+        let rest = url.strip_prefix("http://").unwrap();
+        let (authority, path) = rest
+            .split_once('/')
+            .map(|(a, p)| (a, format!("/{p}")))
+            .unwrap();
+        let mut stream = std::net::TcpStream::connect(authority)?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head)?;
+        let text = String::from_utf8_lossy(&head);
+        Ok(text[9..12].parse().unwrap_or(0))
+    }
+}
+
+async fn json(response: reqwest::Response) -> (u16, serde_json::Value) {
+    let status = response.status().as_u16();
+    let body = response.json().await.unwrap_or(serde_json::Value::Null);
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_not_found_and_metrics() {
+    let runner = Runner::start(&[]);
+    let (status, body) = json(reqwest::get(runner.url("/health")).await.unwrap()).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["status"], "ok");
+
+    let (status, body) = json(reqwest::get(runner.url("/no/such/route")).await.unwrap()).await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["code"], "not_found");
+
+    let metrics = reqwest::get(runner.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"http_requests_total{route="/health/...",status="200"}"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"http_requests_total{route="unmatched",status="404"}"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("http_request_duration_seconds_bucket"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("wasm_instantiation_seconds"), "{metrics}");
+    assert!(metrics.contains("http_requests_in_flight"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cors_allows_listed_origins_only() {
+    let runner = Runner::start(&[(
+        "ALLOWED_ORIGINS",
+        "https://book.example, https://other.example",
+    )]);
+    let client = reqwest::Client::new();
+    let preflight = |origin: &'static str| {
+        client
+            .request(reqwest::Method::OPTIONS, runner.url("/health"))
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", "POST")
+            .header("Access-Control-Request-Headers", "content-type")
+            .send()
+    };
+    let allowed = preflight("https://book.example").await.unwrap();
+    assert_eq!(
+        allowed
+            .headers()
+            .get("access-control-allow-origin")
+            .unwrap(),
+        "https://book.example"
+    );
+    let refused = preflight("https://evil.example").await.unwrap();
+    assert!(refused
+        .headers()
+        .get("access-control-allow-origin")
+        .is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trap_is_a_500_and_the_next_request_is_fine() {
+    let runner = Runner::start(&[]);
+    let (status, body) = json(reqwest::get(runner.url("/guest/trap")).await.unwrap()).await;
+    assert_eq!(status, 500);
+    assert_eq!(body["error"]["code"], "component_failed");
+    let ok = reqwest::get(runner.url("/guest/ok")).await.unwrap();
+    assert_eq!(ok.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_endless_loop_is_a_504_within_the_deadline() {
+    let runner = Runner::start(&[("REQUEST_TIMEOUT_SECS", "2")]);
+    let started = Instant::now();
+    let (status, body) = json(reqwest::get(runner.url("/guest/loop")).await.unwrap()).await;
+    let took = started.elapsed();
+    assert_eq!(status, 504);
+    assert_eq!(body["error"]["code"], "deadline_exceeded");
+    assert!(took < Duration::from_secs(4), "took {took:?}");
+    assert_eq!(
+        reqwest::get(runner.url("/guest/ok"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn memory_past_the_cap_fails_the_request_only() {
+    let runner = Runner::start(&[("MEMORY_LIMIT_MB", "48")]);
+    let (status, body) = json(reqwest::get(runner.url("/guest/alloc")).await.unwrap()).await;
+    assert_eq!(status, 500);
+    assert_eq!(body["error"]["code"], "component_failed");
+    assert_eq!(
+        reqwest::get(runner.url("/guest/ok"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn outbound_requests_follow_the_allow_list() {
+    let mut runner = Runner::start(&[]);
+    // Allowed: the runner itself (its origin is the guest's only allowed host).
+    let target = runner.url("/health");
+    let allowed = reqwest::get(runner.url(&format!("/guest/outbound?url={target}")))
+        .await
+        .unwrap();
+    assert_eq!(allowed.status(), 200);
+    assert_eq!(allowed.text().await.unwrap(), "upstream answered 200");
+
+    let refused = reqwest::get(runner.url("/guest/outbound?url=http://example.com/"))
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 502);
+    assert_eq!(refused.text().await.unwrap(), "Refused");
+
+    let (_, log) = runner.terminate();
+    assert!(log.contains("outbound request refused"), "{log}");
+    assert!(log.contains("http://example.com"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_an_in_flight_request_finish_then_exits_zero() {
+    let mut runner = Runner::start(&[("SHUTDOWN_GRACE_SECS", "10")]);
+    let slow = tokio::spawn(reqwest::get(runner.url("/guest/slow?ms=1500")));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let (code, log) = tokio::task::spawn_blocking(move || runner.terminate())
+        .await
+        .unwrap();
+    let response = slow.await.unwrap().unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "done");
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("draining"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oversize_bodies_are_refused_with_413_json() {
+    let runner = Runner::start(&[("MAX_BODY_BYTES", "1024")]);
+    let response = reqwest::Client::new()
+        .post(runner.url("/guest/ok"))
+        .body(vec![b'x'; 4096])
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = json(response).await;
+    assert_eq!(status, 413);
+    assert_eq!(body["error"]["code"], "payload_too_large");
+    assert!(body["error"]["message"].as_str().unwrap().contains("1024"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spin_headers_are_set_as_spin_sets_them() {
+    let runner = Runner::start(&[]);
+    let text = reqwest::get(runner.url("/guest/a/echo-headers?x=1"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for expected in [
+        "spin-path-info: /a/echo-headers",
+        "spin-matched-route: /guest/...",
+        "spin-raw-component-route: /guest/...",
+        "spin-component-route: /guest",
+        "spin-base-path: /",
+        &format!("spin-full-url: {}/guest/a/echo-headers?x=1", runner.base),
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+    }
+    assert!(text.contains("spin-client-addr: 127.0.0.1:"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn base_path_prefixes_every_route() {
+    let runner = Runner::start(&[("BASE_PATH", "/api/")]);
+    assert_eq!(
+        reqwest::get(runner.url("/api/health"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        reqwest::get(runner.url("/api/guest/ok"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        reqwest::get(runner.url("/api/metrics"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        reqwest::get(runner.url("/guest/ok"))
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    let headers = reqwest::get(runner.url("/api/guest/echo-headers"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(headers.contains("spin-base-path: /api"), "{headers}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_beyond_the_concurrency_limit_get_503_json() {
+    let runner = Runner::start(&[("MAX_CONCURRENT_REQUESTS", "2")]);
+    let slow: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(reqwest::get(runner.url("/guest/slow?ms=1500"))))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, body) = json(reqwest::get(runner.url("/guest/ok")).await.unwrap()).await;
+    assert_eq!(status, 503);
+    assert_eq!(body["error"]["code"], "server_busy");
+    for request in slow {
+        assert_eq!(request.await.unwrap().unwrap().status(), 200);
+    }
+    assert_eq!(
+        reqwest::get(runner.url("/guest/ok"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[test]
+fn missing_required_variables_fail_start_up_with_one_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write_manifest(
+        dir.path(),
+        free_port(),
+        "first_secret = { required = true, secret = true }\nsecond_secret = { required = true }",
+    );
+    let output = Command::new(env!("CARGO_BIN_EXE_host"))
+        .arg("serve")
+        .env("SPIN_MANIFEST", &manifest)
+        .env("DATA_DIR", dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("FIRST_SECRET, SECOND_SECRET"), "{stderr}");
+}
+
+#[test]
+fn check_names_settings_but_never_prints_values() {
+    let output = Command::new(env!("CARGO_BIN_EXE_host"))
+        .arg("check")
+        .current_dir(workspace())
+        .env("OPENAI_API_KEY", "sk-must-not-appear")
+        .env(
+            "SPIN_VARIABLE_DATABASE_URL",
+            "postgres://user:hunter2@db.example/x",
+        )
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("openai_api_key (secret): set from OPENAI_API_KEY"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("database_url (secret): set from SPIN_VARIABLE_DATABASE_URL"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("answers = generated"), "{stdout}");
+    assert!(
+        !stdout.contains("sk-must-not-appear") && !stdout.contains("hunter2"),
+        "{stdout}"
+    );
+
+    let production = Command::new(env!("CARGO_BIN_EXE_host"))
+        .args(["check", "--production"])
+        .current_dir(workspace())
+        .env_remove("QDRANT_URL")
+        .output()
+        .unwrap();
+    assert!(!production.status.success());
+    assert!(String::from_utf8_lossy(&production.stderr).contains("QDRANT_URL"));
+}
+
+#[test]
+fn a_restart_loads_compiled_components_from_the_cache() {
+    let cache = tempfile::tempdir().unwrap();
+    let precompile = Command::new(env!("CARGO_BIN_EXE_host"))
+        .arg("precompile")
+        .current_dir(workspace())
+        .env("COMPILE_CACHE_DIR", cache.path())
+        .output()
+        .unwrap();
+    assert!(
+        precompile.status.success(),
+        "{}",
+        String::from_utf8_lossy(&precompile.stderr)
+    );
+    let entries = std::fs::read_dir(cache.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "cwasm")
+        })
+        .count();
+    assert_eq!(
+        entries, 3,
+        "one compiled artefact per component in spin.toml"
+    );
+}
