@@ -526,3 +526,74 @@ fn a_restart_loads_compiled_components_from_the_cache() {
         "one compiled artefact per component in spin.toml"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn guest_output_goes_to_the_log_tagged_with_the_component_as_json() {
+    let mut runner = Runner::start(&[("LOG_FORMAT", "json")]);
+    assert_eq!(
+        reqwest::get(runner.url("/guest/log"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let (_, log) = runner.terminate();
+    let events: Vec<serde_json::Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
+        .collect();
+    for (stream, text) in [
+        ("stdout", "a line on stdout"),
+        ("stderr", "a line on stderr"),
+    ] {
+        assert!(
+            events.iter().any(|e| e["component"] == "guest"
+                && e["stream"] == stream
+                && e["message"] == text),
+            "no {stream} event in {log}"
+        );
+    }
+}
+
+#[test]
+fn the_project_manifest_is_valid_and_names_built_components() {
+    let app = host::manifest::App::load(&workspace().join("spin.toml")).unwrap();
+    let manifest = &app.manifest;
+    assert_eq!(manifest.spin_manifest_version, 2);
+    let routes: Vec<_> = manifest
+        .trigger
+        .http
+        .iter()
+        .map(|t| (t.route.as_str(), t.component.as_str()))
+        .collect();
+    assert_eq!(
+        routes,
+        [
+            ("/health/...", "health"),
+            ("/chat", "chat"),
+            ("/session/...", "session")
+        ]
+    );
+    for (id, component) in &manifest.component {
+        let build = component
+            .build
+            .as_ref()
+            .expect("every component says how to build it");
+        assert!(
+            build.command.contains(&format!("-p {id}")),
+            "{id}: {}",
+            build.command
+        );
+        assert_eq!(
+            component.source,
+            format!("target/wasm32-wasip2/release/{id}.wasm")
+        );
+        for (name, template) in &component.variables {
+            assert_eq!(
+                template,
+                &format!("{{{{ {name} }}}}"),
+                "{id}.{name} maps to its namesake"
+            );
+        }
+    }
+}

@@ -1,5 +1,5 @@
 //! Misbehaves on request, so the runner's fault handling can be tested on a real component:
-//! `/ok`, `/trap`, `/loop`, `/alloc`, `/slow?ms=N`, `/outbound?url=U`, `/echo-headers`.
+//! `/ok`, `/log`, `/trap`, `/loop`, `/alloc`, `/slow?ms=N`, `/outbound?url=U`, `/echo-headers`.
 
 use std::time::Duration;
 
@@ -31,6 +31,11 @@ async fn handle(request: Request) -> impl IntoResponse {
         .to_string();
     match path.as_str() {
         "ok" => text(200, "ok"),
+        "log" => {
+            println!("a line on stdout");
+            eprintln!("a line on stderr");
+            text(200, "logged")
+        }
         "trap" => panic!("the test guest was asked to trap"),
         "loop" => {
             let mut n: u64 = 0;
