@@ -35,6 +35,15 @@ pub struct Server {
     task: tokio::task::JoinHandle<()>,
 }
 
+impl Server {
+    /// Stops serving and hands back the data folder, to start another runner on the same data.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+        std::mem::replace(&mut self.data_dir, tempfile::tempdir().unwrap())
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         self.task.abort();
@@ -95,9 +104,10 @@ pub async fn start(options: Options<'_>) -> Server {
         &data,
         "--cache-dir",
         cache.to_str().unwrap(),
-        "--max-concurrent-requests",
-        "64",
     ];
+    if !options.args.contains(&"--max-concurrent-requests") {
+        args.extend_from_slice(&["--max-concurrent-requests", "64"]);
+    }
     args.extend_from_slice(options.args);
     let (runtime_settings, server_settings) = settings_from_args(&args);
     let runtime = Arc::new(

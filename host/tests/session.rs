@@ -1,0 +1,855 @@
+//! The session component in wasmtime, through the runner, on the embedded SQLite file and on a
+//! real PostgreSQL (skipped, with a printed reason, when none answers on 127.0.0.1:5432).
+//!
+//! The session API has no way to add messages (answers are written by /chat), so tests insert
+//! messages with plain SQL on their own connection to the same database, as /chat would leave them.
+
+mod support;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::{Client, Method, StatusCode};
+use serde_json::{json, Value};
+use support::{start, Options, Server};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::{JoinHandle, JoinSet};
+
+/// The test database; PostgreSQL's `trust` authentication in CI and on developer machines.
+const PG_ADDRESS: &str = "127.0.0.1:5432";
+const PG_DATABASE: &str = "test";
+
+// ---------------------------------------------------------------------------------------------
+// Backends
+
+/// A schema of its own per test, so tests running at once (and earlier runs) never meet. The
+/// runner's URL selects it with `options=-csearch_path=<schema>`, which the host's pool passes
+/// to PostgreSQL at connect time. `sslmode=disable`: a local server's self-signed certificate
+/// would fail the host's TLS verification, which only trusts public roots.
+struct PgSchema {
+    admin: tokio_postgres::Client,
+    name: String,
+}
+
+impl PgSchema {
+    async fn create() -> Result<Self, String> {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let config = format!("postgres://postgres@{PG_ADDRESS}/{PG_DATABASE}");
+        let connecting = tokio_postgres::connect(&config, tokio_postgres::NoTls);
+        let (admin, connection) = tokio::time::timeout(Duration::from_secs(3), connecting)
+            .await
+            .map_err(|_| format!("no answer from {PG_ADDRESS} within 3 s"))?
+            .map_err(|e| format!("cannot connect to {PG_ADDRESS}: {e}"))?;
+        tokio::spawn(connection);
+        let name = format!(
+            "session_test_{}_{}_{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        admin
+            .batch_execute(&format!("CREATE SCHEMA {name}"))
+            .await
+            .map_err(|e| format!("cannot create a schema: {e}"))?;
+        Ok(Self { admin, name })
+    }
+
+    /// The runner's `database_url`, through `address` (PostgreSQL itself, or a proxy).
+    fn url_via(&self, address: &str) -> String {
+        format!(
+            "postgres://postgres@{address}/{PG_DATABASE}?sslmode=disable&options=-csearch_path%3D{}",
+            self.name
+        )
+    }
+
+    fn url(&self) -> String {
+        self.url_via(PG_ADDRESS)
+    }
+
+    async fn drop_schema(self) {
+        self.admin
+            .batch_execute(&format!("DROP SCHEMA {} CASCADE", self.name))
+            .await
+            .unwrap();
+    }
+}
+
+/// Connects to PostgreSQL for one test, or says why the PostgreSQL half is skipped.
+async fn postgres_or_skip() -> Option<PgSchema> {
+    match PgSchema::create().await {
+        Ok(schema) => Some(schema),
+        Err(reason) => {
+            println!("skipping PostgreSQL: {reason}");
+            None
+        }
+    }
+}
+
+/// Direct access to the database a runner uses, for what the session API cannot do itself:
+/// adding messages, and counting rows to prove nothing was written.
+enum Direct<'a> {
+    Sqlite(PathBuf),
+    Postgres(&'a PgSchema),
+}
+
+impl Direct<'_> {
+    fn sqlite(server: &Server) -> Self {
+        Direct::Sqlite(server.data_dir.path().join("default.db"))
+    }
+
+    async fn append(&self, session_id: &str, role: &str, content: &str, sources: &str) -> i64 {
+        let (session_id, role, content, sources) = (
+            session_id.to_owned(),
+            role.to_owned(),
+            content.to_owned(),
+            sources.to_owned(),
+        );
+        match self {
+            Direct::Sqlite(path) => {
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || {
+                    let conn = rusqlite::Connection::open(path).unwrap();
+                    conn.busy_timeout(Duration::from_secs(5)).unwrap();
+                    conn.query_row(
+                        "INSERT INTO messages (session_id, role, content, sources, status) \
+                         VALUES (?1, ?2, ?3, ?4, 'complete') RETURNING id",
+                        rusqlite::params![session_id, role, content, sources],
+                        |row| row.get(0),
+                    )
+                    .unwrap()
+                })
+                .await
+                .unwrap()
+            }
+            Direct::Postgres(schema) => schema
+                .admin
+                .query_one(
+                    &format!(
+                        "INSERT INTO {}.messages (session_id, role, content, sources, status) \
+                         VALUES ($1, $2, $3, $4, 'complete') RETURNING id",
+                        schema.name
+                    ),
+                    &[&session_id, &role, &content, &sources],
+                )
+                .await
+                .unwrap()
+                .get(0),
+        }
+    }
+
+    async fn count(&self, table: &str) -> i64 {
+        match self {
+            Direct::Sqlite(path) => {
+                let (path, table) = (path.clone(), table.to_owned());
+                tokio::task::spawn_blocking(move || {
+                    let conn = rusqlite::Connection::open(path).unwrap();
+                    conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |row| {
+                        row.get(0)
+                    })
+                    .unwrap()
+                })
+                .await
+                .unwrap()
+            }
+            Direct::Postgres(schema) => schema
+                .admin
+                .query_one(
+                    &format!("SELECT count(*) FROM {}.{table}", schema.name),
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Requests
+
+struct Api {
+    client: Client,
+    base: String,
+}
+
+impl Api {
+    fn new(server: &Server) -> Self {
+        Self {
+            client: Client::new(),
+            base: server.base_url.clone(),
+        }
+    }
+
+    async fn send(&self, method: Method, path: &str, body: Option<&Value>) -> (StatusCode, Value) {
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        read(request.send().await.unwrap()).await
+    }
+
+    async fn send_raw(&self, method: Method, path: &str, body: Vec<u8>) -> (StatusCode, Value) {
+        let request = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(body);
+        read(request.send().await.unwrap()).await
+    }
+
+    async fn create(&self) -> String {
+        let (status, body) = self.send(Method::POST, "/session", None).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["session_id"].as_str().unwrap().to_owned()
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.send(Method::GET, path, None).await
+    }
+
+    async fn rate(&self, session_id: &str, message_id: i64, body: &Value) -> (StatusCode, Value) {
+        let path = format!("/session/{session_id}/messages/{message_id}/feedback");
+        self.send(Method::POST, &path, Some(body)).await
+    }
+}
+
+/// Status and JSON body; an empty body reads as `null`.
+async fn read(response: reqwest::Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v.to_str().unwrap().starts_with("application/json"));
+    let text = response.text().await.unwrap();
+    if text.is_empty() {
+        return (status, Value::Null);
+    }
+    assert!(
+        is_json,
+        "{status} answered without a JSON content type: {text}"
+    );
+    (status, serde_json::from_str(&text).unwrap())
+}
+
+/// An error response: its status, stable code, and (for validation errors) the field.
+#[track_caller]
+fn assert_error(
+    (status, body): &(StatusCode, Value),
+    want_status: u16,
+    code: &str,
+    field: Option<&str>,
+) {
+    assert_eq!(status.as_u16(), want_status, "{body}");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    match field {
+        Some(field) => assert_eq!(body["error"]["field"], field, "{body}"),
+        None => assert!(body["error"].get("field").is_none(), "{body}"),
+    }
+}
+
+fn ids(page: &Value) -> Vec<i64> {
+    page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_i64().unwrap())
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The API, the same on both backends
+
+async fn api_contract(server: &Server, direct: &Direct<'_>) {
+    let api = Api::new(server);
+
+    // Create, then read an empty history.
+    let (status, created) = api.send(Method::POST, "/session", None).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["session_id"].as_str().unwrap().to_owned();
+    assert_eq!(id.len(), 22, "{id}");
+    assert!(id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    let created_at = created["created_at"].as_str().unwrap();
+    assert!(
+        created_at.ends_with('Z') && created_at.len() == 24,
+        "{created_at}"
+    );
+    let (status, page) = api.get(&format!("/session/{id}")).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["session_id"], id.as_str());
+    assert_eq!(page["created_at"], created_at);
+    assert_eq!(page["messages"], json!([]));
+    assert_eq!(page["next_before"], Value::Null);
+    assert_ne!(api.create().await, id, "ids are random");
+
+    // A conversation as /chat leaves it: questions and cited answers, oldest first.
+    let sources = r#"[{"title":"Sensors","url":"/docs/sensors#lidar","heading":"LiDAR"}]"#;
+    let mut message_ids = Vec::new();
+    for turn in 0..5 {
+        let (role, sources) = if turn % 2 == 0 {
+            ("user", "[]")
+        } else {
+            ("assistant", sources)
+        };
+        let content = format!("turn {turn}");
+        message_ids.push(direct.append(&id, role, &content, sources).await);
+    }
+    let (status, page) = api.get(&format!("/session/{id}")).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(ids(&page), message_ids, "newest last");
+    let answer = &page["messages"][1];
+    assert_eq!(answer["role"], "assistant");
+    assert_eq!(answer["content"], "turn 1");
+    assert_eq!(answer["status"], "complete");
+    assert_eq!(answer["sources"][0]["url"], "/docs/sensors#lidar");
+    assert_eq!(answer["feedback"], Value::Null);
+    assert!(answer["created_at"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(page["messages"][0]["sources"], json!([]));
+    assert_eq!(page["next_before"], Value::Null);
+
+    // Pages walk backwards from the newest message.
+    let (_, newest) = api.get(&format!("/session/{id}?limit=2")).await;
+    assert_eq!(ids(&newest), message_ids[3..5]);
+    assert_eq!(newest["next_before"], message_ids[3]);
+    let (_, middle) = api
+        .get(&format!("/session/{id}?limit=2&before={}", message_ids[3]))
+        .await;
+    assert_eq!(ids(&middle), message_ids[1..3]);
+    assert_eq!(middle["next_before"], message_ids[1]);
+    let (_, oldest) = api
+        .get(&format!("/session/{id}?before={}&limit=2", message_ids[1]))
+        .await;
+    assert_eq!(ids(&oldest), message_ids[0..1]);
+    assert_eq!(oldest["next_before"], Value::Null);
+    let (_, exact) = api.get(&format!("/session/{id}?limit=5")).await;
+    assert_eq!(ids(&exact), message_ids);
+    assert_eq!(exact["next_before"], Value::Null);
+
+    // Feedback: a second rating replaces the first, fields it leaves out included.
+    let answer_id = message_ids[1];
+    let first = json!({"rating": "up", "reason": "clear", "comment": "thanks"});
+    let (status, body) = api.rate(&id, answer_id, &first).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let (_, page) = api.get(&format!("/session/{id}")).await;
+    let feedback = &page["messages"][1]["feedback"];
+    assert_eq!(feedback["rating"], "up");
+    assert_eq!(feedback["reason"], "clear");
+    assert_eq!(feedback["comment"], "thanks");
+    assert!(feedback["rated_at"].as_str().unwrap().ends_with('Z'));
+    let (status, _) = api
+        .rate(
+            &id,
+            answer_id,
+            &json!({"rating": "down", "comment": "wrong page"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (_, page) = api.get(&format!("/session/{id}")).await;
+    assert_eq!(
+        page["messages"][1]["feedback"],
+        json!({"rating": "down", "reason": null, "comment": "wrong page",
+               "rated_at": page["messages"][1]["feedback"]["rated_at"]})
+    );
+    assert_eq!(page["messages"][3]["feedback"], Value::Null);
+    assert_eq!(direct.count("feedback").await, 1);
+
+    // Strings that look like SQL, and any Unicode, come back exactly as sent.
+    let comment =
+        "'); DROP TABLE sessions; -- \" \\ ` $1 ?1 %s \u{202e}日本語 🤖 مرحبا\ttab\nline é\u{301}";
+    let reason = "Robert'); DELETE FROM feedback WHERE ('1'='1";
+    let (status, _) = api
+        .rate(
+            &id,
+            message_ids[3],
+            &json!({"rating": "up", "reason": reason, "comment": comment}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (_, page) = api.get(&format!("/session/{id}")).await;
+    assert_eq!(page["messages"][3]["feedback"]["comment"], comment);
+    assert_eq!(page["messages"][3]["feedback"]["reason"], reason);
+    assert_eq!(page["messages"][1]["feedback"]["rating"], "down");
+    assert_eq!(direct.count("feedback").await, 2);
+    let at_limits =
+        json!({"rating": "up", "reason": "é".repeat(200), "comment": "🙂".repeat(1000)});
+    let (status, body) = api.rate(&id, message_ids[3], &at_limits).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+
+    // Nothing to rate.
+    let missing = 9_000_000_000_i64;
+    assert_error(
+        &api.rate(&id, missing, &first).await,
+        404,
+        "not_found",
+        None,
+    );
+    assert_error(
+        &api.rate(&id, message_ids[0], &first).await,
+        404,
+        "not_found",
+        None,
+    );
+    let other = api.create().await;
+    assert_error(
+        &api.rate(&other, answer_id, &first).await,
+        404,
+        "not_found",
+        None,
+    );
+    assert_error(
+        &api.rate("no-such-session", answer_id, &first).await,
+        404,
+        "not_found",
+        None,
+    );
+
+    // Bad input is refused with the field and its limit named, before anything is stored.
+    for (body, field) in [
+        (json!({"rating": "meh"}), "rating"),
+        (json!({"reason": "x"}), "rating"),
+        (json!({"rating": 1}), "rating"),
+        (json!({"rating": "up", "comment": 5}), "comment"),
+        (json!({"rating": "up", "reason": ["x"]}), "reason"),
+        (
+            json!({"rating": "up", "comment": "a".repeat(1001)}),
+            "comment",
+        ),
+        (json!({"rating": "up", "reason": "a".repeat(201)}), "reason"),
+        (json!({"rating": "up", "comment": "a\u{0}b"}), "comment"),
+        (json!({"rating": "up", "score": 5}), "score"),
+    ] {
+        assert_error(
+            &api.rate(&id, answer_id, &body).await,
+            400,
+            "invalid_request",
+            Some(field),
+        );
+    }
+    let too_long = api
+        .rate(
+            &id,
+            answer_id,
+            &json!({"rating": "up", "comment": "a".repeat(1001)}),
+        )
+        .await;
+    assert!(too_long.1["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("1000"));
+    let too_long = api
+        .rate(
+            &id,
+            answer_id,
+            &json!({"rating": "up", "reason": "a".repeat(201)}),
+        )
+        .await;
+    assert!(too_long.1["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("200"));
+    let feedback_path = format!("/session/{id}/messages/{answer_id}/feedback");
+    for body in [&b"{not json"[..], b"[]", b"\"up\"", b""] {
+        let response = api
+            .send_raw(Method::POST, &feedback_path, body.to_vec())
+            .await;
+        assert_error(&response, 400, "invalid_request", None);
+    }
+    let (_, page) = api.get(&format!("/session/{id}")).await;
+    assert_eq!(
+        page["messages"][1]["feedback"]["rating"], "down",
+        "unchanged"
+    );
+
+    let long_id = "x".repeat(129);
+    for path in [
+        "/session/a.b",
+        "/session/%C3%A9",
+        &format!("/session/{long_id}"),
+    ] {
+        assert_error(
+            &api.get(path).await,
+            400,
+            "invalid_request",
+            Some("session_id"),
+        );
+    }
+    assert_error(
+        &api.rate("a.b", answer_id, &first).await,
+        400,
+        "invalid_request",
+        Some("session_id"),
+    );
+    for message in ["abc", "0", "-1", "1.5"] {
+        let path = format!("/session/{id}/messages/{message}/feedback");
+        let response = api.send(Method::POST, &path, Some(&first)).await;
+        assert_error(&response, 400, "invalid_request", Some("message_id"));
+    }
+    for (query, field) in [
+        ("limit=0", "limit"),
+        ("limit=201", "limit"),
+        ("limit=ten", "limit"),
+        ("before=0", "before"),
+        ("before=-4", "before"),
+    ] {
+        let response = api.get(&format!("/session/{id}?{query}")).await;
+        assert_error(&response, 400, "invalid_request", Some(field));
+    }
+    let (status, _) = api.get(&format!("/session/{id}?limit=200&unknown=1")).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Unknown sessions, routes and methods.
+    assert_error(
+        &api.get("/session/never-created").await,
+        404,
+        "not_found",
+        None,
+    );
+    assert_error(
+        &api.get(&format!("/session/{id}/extra")).await,
+        404,
+        "not_found",
+        None,
+    );
+    for (method, path) in [
+        (Method::GET, "/session".to_owned()),
+        (Method::PUT, "/session".to_owned()),
+        (Method::POST, format!("/session/{id}")),
+        (Method::PATCH, format!("/session/{id}")),
+        (Method::GET, feedback_path.clone()),
+    ] {
+        let response = api.send(method, &path, None).await;
+        assert_error(&response, 405, "method_not_allowed", None);
+    }
+
+    // Delete takes the messages and ratings along.
+    let (status, body) = api
+        .send(Method::DELETE, &format!("/session/{id}"), None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    assert_eq!(body, Value::Null);
+    assert_error(
+        &api.get(&format!("/session/{id}")).await,
+        404,
+        "not_found",
+        None,
+    );
+    let again = api
+        .send(Method::DELETE, &format!("/session/{id}"), None)
+        .await;
+    assert_error(&again, 404, "not_found", None);
+    assert_error(
+        &api.rate(&id, answer_id, &first).await,
+        404,
+        "not_found",
+        None,
+    );
+    assert_eq!(direct.count("messages").await, 0);
+    assert_eq!(direct.count("feedback").await, 0);
+    let (status, _) = api.get(&format!("/session/{other}")).await;
+    assert_eq!(status, StatusCode::OK, "other sessions stay");
+    assert_eq!(direct.count("sessions").await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn api_on_sqlite() {
+    let server = start(Options::default()).await;
+    api_contract(&server, &Direct::sqlite(&server)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn api_on_postgres() {
+    let Some(schema) = postgres_or_skip().await else {
+        return;
+    };
+    let url = schema.url();
+    let server = start(Options {
+        variables: &[("database_url", &url)],
+        ..Options::default()
+    })
+    .await;
+    api_contract(&server, &Direct::Postgres(&schema)).await;
+    // The tables were made in this test's schema: the runner honoured the URL's options.
+    assert_eq!(Direct::Postgres(&schema).count("sessions").await, 2);
+    assert_eq!(
+        Direct::Postgres(&schema).count("schema_migrations").await,
+        1
+    );
+    drop(server);
+    schema.drop_schema().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Concurrency
+
+/// 100 sessions created at once, and 100 ratings of one answer at once: every request succeeds,
+/// ids are distinct, and exactly one rating (one of those sent) remains.
+async fn concurrent_requests(server: &Server, direct: &Direct<'_>) {
+    let api = Arc::new(Api::new(server));
+    let mut creating = JoinSet::new();
+    for _ in 0..100 {
+        let api = api.clone();
+        creating.spawn(async move { api.send(Method::POST, "/session", None).await });
+    }
+    let mut ids = std::collections::HashSet::new();
+    while let Some(result) = creating.join_next().await {
+        let (status, body) = result.unwrap();
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        assert!(ids.insert(body["session_id"].as_str().unwrap().to_owned()));
+    }
+    assert_eq!(ids.len(), 100);
+    assert_eq!(direct.count("sessions").await, 100);
+
+    let session = ids.iter().next().unwrap().clone();
+    let answer = direct
+        .append(&session, "assistant", "an answer", "[]")
+        .await;
+    let mut rating = JoinSet::new();
+    for n in 0..100 {
+        let (api, session) = (api.clone(), session.clone());
+        rating.spawn(async move {
+            let rating = if n % 2 == 0 { "up" } else { "down" };
+            let body = json!({"rating": rating, "comment": format!("rating {n}")});
+            api.rate(&session, answer, &body).await
+        });
+    }
+    while let Some(result) = rating.join_next().await {
+        let (status, body) = result.unwrap();
+        assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    }
+    let (_, page) = api.get(&format!("/session/{session}")).await;
+    let feedback = &page["messages"][0]["feedback"];
+    let comment = feedback["comment"].as_str().unwrap();
+    let n: usize = comment.strip_prefix("rating ").unwrap().parse().unwrap();
+    assert_eq!(feedback["rating"], if n % 2 == 0 { "up" } else { "down" });
+    assert_eq!(direct.count("feedback").await, 1);
+}
+
+const CONCURRENCY_ARGS: &[&str] = &["--max-concurrent-requests", "128"];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_requests_on_sqlite() {
+    let server = start(Options {
+        args: CONCURRENCY_ARGS,
+        ..Options::default()
+    })
+    .await;
+    concurrent_requests(&server, &Direct::sqlite(&server)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_requests_on_postgres() {
+    let Some(schema) = postgres_or_skip().await else {
+        return;
+    };
+    let url = schema.url();
+    let server = start(Options {
+        variables: &[("database_url", &url)],
+        args: CONCURRENCY_ARGS,
+        ..Options::default()
+    })
+    .await;
+    concurrent_requests(&server, &Direct::Postgres(&schema)).await;
+    drop(server);
+    schema.drop_schema().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Durability and limits
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_sessions_survive_a_restart() {
+    let server = start(Options::default()).await;
+    let api = Api::new(&server);
+    let id = api.create().await;
+    let answer = Direct::sqlite(&server)
+        .append(&id, "assistant", "kept", r#"[{"url":"/docs/a"}]"#)
+        .await;
+    let (status, _) = api
+        .rate(&id, answer, &json!({"rating": "up", "comment": "ü"}))
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (_, before) = api.get(&format!("/session/{id}")).await;
+
+    let data_dir = server.stop().await;
+    let restarted = start(Options {
+        data_dir: Some(data_dir),
+        ..Options::default()
+    })
+    .await;
+    let (status, after) = Api::new(&restarted).get(&format!("/session/{id}")).await;
+    assert_eq!(status, StatusCode::OK, "{after}");
+    assert_eq!(after, before);
+    assert_eq!(after["messages"][0]["feedback"]["comment"], "ü");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oversize_bodies_are_refused_before_anything_is_written() {
+    let server = start(Options {
+        args: &["--max-body-bytes", "1024"],
+        ..Options::default()
+    })
+    .await;
+    let api = Api::new(&server);
+    let direct = Direct::sqlite(&server);
+    let id = api.create().await;
+    let answer = direct.append(&id, "assistant", "answer", "[]").await;
+    // 900 characters are within the comment limit, but 1800 bytes are over the body limit.
+    let valid_but_large = json!({"rating": "up", "comment": "é".repeat(900)});
+    let response = api.rate(&id, answer, &valid_but_large).await;
+    assert_error(&response, 413, "payload_too_large", None);
+    assert!(response.1["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("1024"));
+    let response = api
+        .send_raw(Method::POST, "/session", vec![b' '; 4096])
+        .await;
+    assert_error(&response, 413, "payload_too_large", None);
+    assert_eq!(direct.count("feedback").await, 0);
+    assert_eq!(direct.count("sessions").await, 1);
+
+    let small = json!({"rating": "up", "comment": "é".repeat(400)});
+    let (status, _) = api.rate(&id, answer, &small).await;
+    assert_eq!(
+        status,
+        StatusCode::NO_CONTENT,
+        "the same request under the limit passes"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// PostgreSQL going away and coming back
+
+/// A TCP relay in front of PostgreSQL that can be taken down (closing every relayed connection,
+/// as a database restart does) and brought back on the same port.
+struct Relay {
+    address: String,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Relay {
+    async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        Self {
+            address,
+            task: Some(tokio::spawn(relay(listener))),
+        }
+    }
+
+    async fn down(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    async fn up(&mut self) {
+        let listener = TcpListener::bind(&self.address).await.unwrap();
+        self.task = Some(tokio::spawn(relay(listener)));
+    }
+}
+
+/// Accepts until aborted; aborting drops the JoinSet, which aborts and closes every connection.
+async fn relay(listener: TcpListener) {
+    let mut connections = JoinSet::new();
+    loop {
+        let (mut inbound, _) = listener.accept().await.unwrap();
+        connections.spawn(async move {
+            if let Ok(mut outbound) = TcpStream::connect(PG_ADDRESS).await {
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            }
+        });
+        while connections.try_join_next().is_some() {}
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_outage_is_503_and_the_same_runner_recovers() {
+    let Some(schema) = postgres_or_skip().await else {
+        return;
+    };
+    let mut relay = Relay::start().await;
+    let url = schema.url_via(&relay.address);
+    let server = start(Options {
+        variables: &[("database_url", &url)],
+        ..Options::default()
+    })
+    .await;
+    let api = Api::new(&server);
+    let id = api.create().await;
+
+    relay.down().await;
+    // Let the pool see its connections close.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for (method, path) in [
+        (Method::POST, "/session".to_owned()),
+        (Method::GET, format!("/session/{id}")),
+        (Method::DELETE, format!("/session/{id}")),
+    ] {
+        let response = api.send(method, &path, None).await;
+        assert_error(&response, 503, "database_unavailable", None);
+        let text = response.1.to_string();
+        assert!(
+            !text.contains(&schema.name) && !text.contains("postgres://"),
+            "{text}"
+        );
+    }
+
+    relay.up().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (status, page) = loop {
+        let response = api.get(&format!("/session/{id}")).await;
+        if response.0 != StatusCode::SERVICE_UNAVAILABLE || Instant::now() > deadline {
+            break response;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["session_id"], id.as_str());
+    api.create().await;
+    assert_eq!(Direct::Postgres(&schema).count("sessions").await, 2);
+    drop(server);
+    relay.down().await;
+    schema.drop_schema().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unreachable_postgres_is_503_without_the_url_or_password() {
+    let server = start(Options {
+        variables: &[(
+            "database_url",
+            "postgres://reader:pw-very-secret@127.0.0.1:1/sessions",
+        )],
+        ..Options::default()
+    })
+    .await;
+    let api = Api::new(&server);
+    for (method, path) in [
+        (Method::POST, "/session"),
+        (Method::GET, "/session/some-session"),
+    ] {
+        let response = api.send(method, path, None).await;
+        assert_error(&response, 503, "database_unavailable", None);
+        let text = response.1.to_string();
+        assert!(
+            !text.contains("pw-very-secret") && !text.contains("127.0.0.1:1"),
+            "{text}"
+        );
+    }
+    // Bad input is still told apart from the outage: it needs no database.
+    let response = api.get("/session/a.b").await;
+    assert_error(&response, 400, "invalid_request", Some("session_id"));
+}
