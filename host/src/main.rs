@@ -29,6 +29,8 @@ enum Command {
         #[command(flatten)]
         server: ServerSettings,
     },
+    /// Index a Docusaurus docs folder into Qdrant (Cohere embeddings) or the embedded SQLite index.
+    Ingest(host::ingest::IngestArgs),
     /// Validate spin.toml and the environment; print what is configured (names, never values).
     Check {
         #[command(flatten)]
@@ -86,10 +88,16 @@ async fn run(command: Command) -> Result<ExitCode> {
         Command::Serve { runtime, server } => {
             let app = App::load(&runtime.manifest)?;
             let variables = AppVariables::from_process_env(&app.manifest)?;
+            tokio::task::block_in_place(|| {
+                host::ingest::ensure_keyless_index(&app, &variables, &runtime.data_dir, |name| {
+                    std::env::var(name).ok()
+                })
+            });
             let runtime = tokio::task::block_in_place(|| Runtime::load(runtime, variables, app))?;
             host::server::serve(Arc::new(runtime), &server).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Ingest(args) => host::ingest::run(args).await,
         Command::Check {
             runtime,
             production,
