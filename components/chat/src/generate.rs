@@ -84,7 +84,7 @@ pub async fn open_stream(
 /// The classified failure of a non-success status, with its `Retry-After`.
 fn status_failure(response: &IncomingResponse) -> Option<UpstreamError> {
     let mut head = http::Response::builder().status(response.status());
-    for value in response.headers().get(&"retry-after".to_owned()) {
+    for value in response.headers().get("retry-after") {
         head = head.header(http::header::RETRY_AFTER, value);
     }
     let head = head.body(()).ok()?;

@@ -78,7 +78,7 @@ impl Prepared {
 }
 
 fn header(request: &IncomingRequest, name: &str) -> Option<String> {
-    let values = request.headers().get(&name.to_owned());
+    let values = request.headers().get(name);
     let joined = values
         .iter()
         .map(|value| String::from_utf8_lossy(value).into_owned())
@@ -249,9 +249,7 @@ async fn answer_streamed(prepared: Prepared, out: ResponseOutparam) {
                     &sources_json,
                     MessageStatus::Incomplete,
                 );
-                events
-                    .send(sse::error_event(&ApiError::from(error)))
-                    .await;
+                events.send(sse::error_event(&ApiError::from(error))).await;
                 return;
             }
         }

@@ -40,8 +40,10 @@ async fn vector(
     top_k: u32,
     threshold: f32,
 ) -> Result<Vec<Passage>, UpstreamError> {
-    let (Some(cohere), Some(qdrant)) = (Cohere::from_settings(settings), Qdrant::from_settings(settings))
-    else {
+    let (Some(cohere), Some(qdrant)) = (
+        Cohere::from_settings(settings),
+        Qdrant::from_settings(settings),
+    ) else {
         unreachable!("vector retrieval runs only when Cohere and Qdrant are configured");
     };
     let texts = [query];

@@ -35,7 +35,9 @@ impl Conversation {
             }
         };
         let sessions = SessionStore::new(&db);
-        sessions.ensure_session(&session_id).map_err(store_failure)?;
+        sessions
+            .ensure_session(&session_id)
+            .map_err(store_failure)?;
         let history = sessions
             .recent_turns(&session_id, settings.history_budget_chars)
             .map_err(store_failure)?;
