@@ -21,6 +21,10 @@ use tokio::task::{JoinHandle, JoinSet};
 const PG_ADDRESS: &str = "127.0.0.1:5432";
 const PG_DATABASE: &str = "test";
 
+/// The runner's per-client rate limit is off: every request here comes from one address, and
+/// these tests are about sessions, not about the limiter.
+const UNLIMITED: &[&str] = &["--rate-limit-per-minute", "0"];
+
 // ---------------------------------------------------------------------------------------------
 // Backends
 
@@ -564,7 +568,11 @@ async fn api_contract(server: &Server, direct: &Direct<'_>) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn api_on_sqlite() {
-    let server = start(Options::default()).await;
+    let server = start(Options {
+        args: UNLIMITED,
+        ..Options::default()
+    })
+    .await;
     api_contract(&server, &Direct::sqlite(&server)).await;
 }
 
@@ -576,6 +584,7 @@ async fn api_on_postgres() {
     let url = schema.url();
     let server = start(Options {
         variables: &[("database_url", &url)],
+        args: UNLIMITED,
         ..Options::default()
     })
     .await;
@@ -636,7 +645,12 @@ async fn concurrent_requests(server: &Server, direct: &Direct<'_>) {
     assert_eq!(direct.count("feedback").await, 1);
 }
 
-const CONCURRENCY_ARGS: &[&str] = &["--max-concurrent-requests", "128"];
+const CONCURRENCY_ARGS: &[&str] = &[
+    "--max-concurrent-requests",
+    "128",
+    "--rate-limit-per-minute",
+    "0",
+];
 
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_requests_on_sqlite() {
@@ -670,7 +684,11 @@ async fn concurrent_requests_on_postgres() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sqlite_sessions_survive_a_restart() {
-    let server = start(Options::default()).await;
+    let server = start(Options {
+        args: UNLIMITED,
+        ..Options::default()
+    })
+    .await;
     let api = Api::new(&server);
     let id = api.create().await;
     let answer = Direct::sqlite(&server)
@@ -685,6 +703,7 @@ async fn sqlite_sessions_survive_a_restart() {
     let data_dir = server.stop().await;
     let restarted = start(Options {
         data_dir: Some(data_dir),
+        args: UNLIMITED,
         ..Options::default()
     })
     .await;
@@ -697,7 +716,7 @@ async fn sqlite_sessions_survive_a_restart() {
 #[tokio::test(flavor = "multi_thread")]
 async fn oversize_bodies_are_refused_before_anything_is_written() {
     let server = start(Options {
-        args: &["--max-body-bytes", "1024"],
+        args: &["--max-body-bytes", "1024", "--rate-limit-per-minute", "0"],
         ..Options::default()
     })
     .await;
@@ -785,6 +804,7 @@ async fn postgres_outage_is_503_and_the_same_runner_recovers() {
     let url = schema.url_via(&relay.address);
     let server = start(Options {
         variables: &[("database_url", &url)],
+        args: UNLIMITED,
         ..Options::default()
     })
     .await;
@@ -833,6 +853,7 @@ async fn unreachable_postgres_is_503_without_the_url_or_password() {
             "database_url",
             "postgres://reader:pw-very-secret@127.0.0.1:1/sessions",
         )],
+        args: UNLIMITED,
         ..Options::default()
     })
     .await;
