@@ -98,6 +98,15 @@ pub struct ServerSettings {
     #[arg(long, env = "BASE_PATH", default_value = "")]
     pub base_path: String,
 
+    /// Requests per minute allowed from one client address (X-Forwarded-For behind a proxy,
+    /// else the peer); 0 turns rate limiting off.
+    #[arg(long, env = "RATE_LIMIT_PER_MINUTE", default_value_t = 120)]
+    pub rate_limit_per_minute: u32,
+
+    /// Requests a client may send at once before the per-minute rate applies.
+    #[arg(long, env = "RATE_LIMIT_BURST", default_value_t = 30)]
+    pub rate_limit_burst: u32,
+
     /// How long in-flight requests may finish after SIGTERM, in seconds.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,

@@ -8,13 +8,18 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, HeaderName, HeaderValue, Method, Response};
+use axum::http::{header, HeaderName, HeaderValue, Method, Response, StatusCode};
 use axum::routing::get;
 use axum::serve::ListenerExt;
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
+use tower_governor::governor::GovernorConfigBuilder;
+use tower_governor::key_extractor::SmartIpKeyExtractor;
+use tower_governor::{GovernorError, GovernorLayer};
 use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::errors::json_error;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
@@ -38,10 +43,11 @@ pub fn router(runtime: Arc<Runtime>, settings: &ServerSettings) -> Router {
         base_path: Arc::from(base_path.as_str()),
     };
     let metrics_path = format!("{base_path}/metrics");
-    Router::new()
+    let router = Router::new()
         .route(&metrics_path, get(metrics))
         .fallback(dispatch)
-        .with_state(state)
+        .with_state(state);
+    with_rate_limit(router, settings)
         .layer(cors(&settings.origins()))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
@@ -53,6 +59,50 @@ pub fn router(runtime: Arc<Runtime>, settings: &ServerSettings) -> Router {
             tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
         }))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+/// Per-client rate limit with a JSON 429 and `Retry-After`.
+fn with_rate_limit(router: Router, settings: &ServerSettings) -> Router {
+    if settings.rate_limit_per_minute == 0 {
+        return router;
+    }
+    let Some(config) = GovernorConfigBuilder::default()
+        .per_millisecond((60_000 / u64::from(settings.rate_limit_per_minute)).max(1))
+        .burst_size(settings.rate_limit_burst.max(1))
+        .key_extractor(SmartIpKeyExtractor)
+        .finish()
+    else {
+        return router;
+    };
+    let config = Arc::new(config);
+    let limiter = config.limiter().clone();
+    // Forget clients that have been quiet, so the table does not grow without bound.
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            limiter.retain_recent();
+        }
+    });
+    router.layer(
+        GovernorLayer::new(config).error_handler(|error| match error {
+            GovernorError::TooManyRequests { wait_time, .. } => {
+                let mut response = json_error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    &format!("too many requests; retry in {wait_time} s"),
+                );
+                if let Ok(value) = HeaderValue::from_str(&wait_time.to_string()) {
+                    response.headers_mut().insert(header::RETRY_AFTER, value);
+                }
+                response
+            }
+            _ => json_error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "cannot identify the client",
+            ),
+        }),
+    )
 }
 
 fn cors(origins: &[String]) -> CorsLayer {

@@ -110,6 +110,7 @@ impl Runner {
                 workspace().join("target/test-compile-cache"),
             )
             .env("MAX_CONCURRENT_REQUESTS", "16")
+            .env("RATE_LIMIT_PER_MINUTE", "0")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         for (k, v) in env {
@@ -596,4 +597,38 @@ fn the_project_manifest_is_valid_and_names_built_components() {
             );
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn clients_over_the_rate_limit_get_429_json_with_retry_after() {
+    let runner = Runner::start(&[("RATE_LIMIT_PER_MINUTE", "6"), ("RATE_LIMIT_BURST", "3")]);
+    let client = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    let mut limited = None;
+    for _ in 0..6 {
+        let response = client
+            .get(runner.url("/guest/ok"))
+            .header("x-forwarded-for", "203.0.113.7")
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status().as_u16());
+        if response.status() == 429 {
+            limited = Some(response);
+        }
+    }
+    // The readiness poll used up one token of 127.0.0.1, not of this client.
+    assert_eq!(&statuses[..3], &[200, 200, 200], "{statuses:?}");
+    let limited = limited.expect("the fourth request onwards is limited");
+    assert!(limited.headers().get("retry-after").is_some());
+    let (_, body) = json(limited).await;
+    assert_eq!(body["error"]["code"], "rate_limited");
+    // Another client is not affected.
+    let other = client
+        .get(runner.url("/guest/ok"))
+        .header("x-forwarded-for", "198.51.100.9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 200);
 }
