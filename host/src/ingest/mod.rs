@@ -36,7 +36,9 @@ pub use sqlite_index::{count_chunks, index_path};
 pub enum Target {
     /// Qdrant when Cohere and Qdrant are configured, else the embedded SQLite index.
     Auto,
+    /// Cohere embeddings in Qdrant (COHERE_API_KEY and QDRANT_URL must be set).
     Qdrant,
+    /// The embedded keyword index, DATA_DIR/default.db (no embeddings).
     Sqlite,
 }
 
@@ -57,6 +59,7 @@ pub struct IngestArgs {
     #[arg(long, env = "DOCS_ROUTE_BASE_PATH", default_value = "docs")]
     pub route_base_path: String,
 
+    /// Where the chunks go.
     #[arg(long, value_enum, default_value_t = Target::Auto)]
     pub target: Target,
 
@@ -329,23 +332,32 @@ pub async fn ingest(options: &Options, settings: &Settings) -> Result<Report> {
             tokio::task::spawn_blocking(move || sqlite_index::sync(&options, &chunks)).await??;
         ("sqlite", applied)
     };
-    let summary = Summary {
-        target,
-        dry_run: options.dry_run,
-        pages: corpus.pages,
-        chunks: corpus.chunks.len(),
-        embedded: applied.embedded,
-        written: applied.written,
-        unchanged: applied.unchanged,
-        deleted: applied.deleted,
-        stale: applied.stale,
-        skipped: corpus.skipped.len(),
-        elapsed_ms: started.elapsed().as_millis() as u64,
-    };
-    Ok(Report {
-        summary,
+    Ok(report(target, options.dry_run, corpus, applied, started))
+}
+
+fn report(
+    target: &'static str,
+    dry_run: bool,
+    corpus: Corpus,
+    applied: Applied,
+    started: Instant,
+) -> Report {
+    Report {
+        summary: Summary {
+            target,
+            dry_run,
+            pages: corpus.pages,
+            chunks: corpus.chunks.len(),
+            embedded: applied.embedded,
+            written: applied.written,
+            unchanged: applied.unchanged,
+            deleted: applied.deleted,
+            stale: applied.stale,
+            skipped: corpus.skipped.len(),
+            elapsed_ms: started.elapsed().as_millis() as u64,
+        },
         skipped: corpus.skipped,
-    })
+    }
 }
 
 /// The `ingest` command: settings from spin.toml and the environment, as `serve` reads them.
@@ -482,30 +494,14 @@ fn keyless_index(
         target: Target::Sqlite,
         ..Options::new(docs_dir, data_dir)
     };
+    let started = Instant::now();
     let result = load_docs(&options.docs_dir, &options.site)
-        .and_then(|corpus| {
-            let started = Instant::now();
-            let applied = sqlite_index::sync(&options, &corpus.chunks)?;
-            Ok((corpus, applied, started))
-        })
+        .and_then(|corpus| Ok((sqlite_index::sync(&options, &corpus.chunks)?, corpus)))
         .with_context(|| format!("indexing {}", options.docs_dir.display()));
     match result {
-        Ok((corpus, applied, started)) => KeylessIndex::Indexed(Report {
-            summary: Summary {
-                target: "sqlite",
-                dry_run: false,
-                pages: corpus.pages,
-                chunks: corpus.chunks.len(),
-                embedded: 0,
-                written: applied.written,
-                unchanged: applied.unchanged,
-                deleted: applied.deleted,
-                stale: applied.stale,
-                skipped: corpus.skipped.len(),
-                elapsed_ms: started.elapsed().as_millis() as u64,
-            },
-            skipped: corpus.skipped,
-        }),
+        Ok((applied, corpus)) => {
+            KeylessIndex::Indexed(report("sqlite", false, corpus, applied, started))
+        }
         Err(error) => KeylessIndex::Failed(format!("{error:#}")),
     }
 }
