@@ -7,7 +7,7 @@ mod retrieve;
 mod session;
 mod upstream;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use rag_core::chat::{AnswerMode, ChatRequest, ChatResponse, Source};
 use rag_core::config::{GenerationMode, Settings};
@@ -168,6 +168,12 @@ async fn answer_json(prepared: Prepared) -> Result<ChatResponse, ApiError> {
     })
 }
 
+/// `sources` with the scores written as the JSON body and the stored message write them
+/// (going through `serde_json::Value` would widen them to f64 digits).
+fn sources_event(sources: &[Source]) -> Vec<u8> {
+    sse::write_event("sources", &BTreeMap::from([("sources", sources)]))
+}
+
 /// Where streamed answer text comes from.
 enum Tokens {
     /// A finished answer, sent in pieces.
@@ -221,7 +227,7 @@ async fn answer_streamed(prepared: Prepared, out: ResponseOutparam) {
     let mut events = EventStream::open(out);
     let mut answer = String::new();
     let mut usage = None;
-    let mut connected = events.send(sse::sources_event(&sources)).await;
+    let mut connected = events.send(sources_event(&sources)).await;
     while connected {
         match tokens.next().await {
             Ok(Some(chunk)) => {
