@@ -301,8 +301,8 @@ async fn api_contract(server: &Server, direct: &Direct<'_>) {
     // A conversation as /chat leaves it: questions and cited answers, oldest first.
     let sources = r#"[{"title":"Sensors","url":"/docs/sensors#lidar","heading":"LiDAR"}]"#;
     let mut message_ids = Vec::new();
-    for turn in 0..5 {
-        let (role, sources) = if turn % 2 == 0 {
+    for turn in 0..5_usize {
+        let (role, sources) = if turn.is_multiple_of(2) {
             ("user", "[]")
         } else {
             ("assistant", sources)
@@ -625,10 +625,10 @@ async fn concurrent_requests(server: &Server, direct: &Direct<'_>) {
         .append(&session, "assistant", "an answer", "[]")
         .await;
     let mut rating = JoinSet::new();
-    for n in 0..100 {
+    for n in 0..100_usize {
         let (api, session) = (api.clone(), session.clone());
         rating.spawn(async move {
-            let rating = if n % 2 == 0 { "up" } else { "down" };
+            let rating = if n.is_multiple_of(2) { "up" } else { "down" };
             let body = json!({"rating": rating, "comment": format!("rating {n}")});
             api.rate(&session, answer, &body).await
         });
@@ -641,7 +641,10 @@ async fn concurrent_requests(server: &Server, direct: &Direct<'_>) {
     let feedback = &page["messages"][0]["feedback"];
     let comment = feedback["comment"].as_str().unwrap();
     let n: usize = comment.strip_prefix("rating ").unwrap().parse().unwrap();
-    assert_eq!(feedback["rating"], if n % 2 == 0 { "up" } else { "down" });
+    assert_eq!(
+        feedback["rating"],
+        if n.is_multiple_of(2) { "up" } else { "down" }
+    );
     assert_eq!(direct.count("feedback").await, 1);
 }
 
