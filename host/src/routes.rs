@@ -122,7 +122,7 @@ impl<T> RouteTable<T> {
                 bail!("route {:?} is declared twice", a.raw);
             }
         }
-        routes.sort_by(|(a, _), (b, _)| b.specificity().cmp(&a.specificity()));
+        routes.sort_by_key(|(pattern, _)| std::cmp::Reverse(pattern.specificity()));
         Ok(Self { routes })
     }
 

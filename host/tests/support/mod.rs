@@ -50,6 +50,7 @@ impl Drop for Server {
     }
 }
 
+#[derive(Default)]
 pub struct Options<'a> {
     /// spin.toml to load (default: the project's own).
     pub manifest: Option<PathBuf>,
@@ -59,17 +60,6 @@ pub struct Options<'a> {
     pub args: &'a [&'a str],
     /// Reuse a data folder (to test restarts).
     pub data_dir: Option<tempfile::TempDir>,
-}
-
-impl Default for Options<'_> {
-    fn default() -> Self {
-        Self {
-            manifest: None,
-            variables: &[],
-            args: &[],
-            data_dir: None,
-        }
-    }
 }
 
 pub async fn start(options: Options<'_>) -> Server {
