@@ -885,3 +885,98 @@ async fn concurrent_chats_on_one_session_lose_nothing_and_keep_order() {
     }
     assert_eq!(stored.iter().filter(|m| m.role == "user").count(), CHATS);
 }
+
+/// An OpenAI-compatible endpoint that writes one word every 200 ms for a long time, so a
+/// client can leave in the middle of the answer.
+async fn start_slow_model() -> String {
+    use axum::routing::post;
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        post(|| async {
+            let words = futures::stream::unfold(0u32, |i| async move {
+                if i > 0 {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                let chunk = json!({
+                    "id": "chatcmpl-slow", "object": "chat.completion.chunk", "created": 1,
+                    "model": "slow",
+                    "choices": [{"index": 0, "delta": {"content": format!("word{i} ")},
+                                 "finish_reason": null}],
+                });
+                (i < 100).then(|| {
+                    (
+                        Ok::<_, std::convert::Infallible>(format!("data: {chunk}\n\n")),
+                        i + 1,
+                    )
+                })
+            });
+            axum::response::Response::builder()
+                .header("content-type", "text/event-stream")
+                .body(axum::body::Body::from_stream(words))
+                .unwrap()
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_leaves_mid_stream_leaves_the_partial_answer_stored_incomplete() {
+    use futures::StreamExt;
+    let doubles = Doubles::start().await;
+    seed_qdrant(&doubles).await;
+    let model = start_slow_model().await;
+    let server = start_with(
+        &upstream_variables(&doubles, &[("openai_base_url", &model)]),
+        None,
+        &[],
+    )
+    .await;
+    let response = reqwest::Client::new()
+        .post(format!("{}/chat", server.base_url))
+        .json(&json!({"query": ZMP_QUESTION, "stream": true, "session_id": "leaver"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.bytes_stream();
+    let mut parser = SseParser::new();
+    let mut received = String::new();
+    while !received.contains("word2") {
+        let bytes = body.next().await.unwrap().unwrap();
+        for event in parser.feed(&bytes) {
+            if event.event.as_deref() == Some("delta") {
+                let delta: Value = serde_json::from_str(&event.data).unwrap();
+                received.push_str(delta["text"].as_str().unwrap());
+            }
+        }
+    }
+    drop(body);
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let stored = loop {
+        let stored = stored_messages(&server, "leaver");
+        if stored.len() == 2 && !stored[1].content.is_empty() {
+            break stored;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the partial answer was not saved"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let answer = &stored[1];
+    assert_eq!(answer.status, "incomplete");
+    assert!(
+        answer.content.starts_with(&received),
+        "{:?} vs {received:?}",
+        answer.content
+    );
+    assert!(
+        !answer.content.contains("word99"),
+        "the answer was cut short: {}",
+        answer.content
+    );
+}
