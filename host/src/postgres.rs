@@ -145,7 +145,7 @@ impl ToSql for Null {
     to_sql_checked!();
 }
 
-fn to_param(value: ParameterValue) -> Result<Box<dyn ToSql + Sync + Send>, Error> {
+fn to_param(value: ParameterValue) -> Result<Param, Error> {
     Ok(match value {
         ParameterValue::Boolean(v) => Box::new(v),
         ParameterValue::Int8(v) => Box::new(v),
@@ -239,29 +239,57 @@ fn query_error(err: tokio_postgres::Error) -> Error {
 }
 
 impl Connection {
-    async fn run(
-        &self,
-        statement: &str,
-        params: Vec<ParameterValue>,
-    ) -> Result<Vec<tokio_postgres::Row>, Error> {
-        let params = params
-            .into_iter()
-            .map(to_param)
-            .collect::<Result<Vec<_>, _>>()?;
-        let refs: Vec<&(dyn ToSql + Sync)> = params
-            .iter()
-            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
-            .collect();
-        let prepared = self
-            .client
-            .prepare_cached(statement)
-            .await
-            .map_err(query_error)?;
+    async fn prepare(&self, statement: &str) -> Result<tokio_postgres::Statement, Error> {
         self.client
-            .query(&prepared, &refs)
+            .prepare_cached(statement)
             .await
             .map_err(query_error)
     }
+
+    async fn query(&self, statement: &str, params: Vec<ParameterValue>) -> Result<RowSet, Error> {
+        let params = bind(params)?;
+        let prepared = self.prepare(statement).await?;
+        let rows = self
+            .client
+            .query(&prepared, &refs(&params))
+            .await
+            .map_err(query_error)?;
+        let columns = prepared
+            .columns()
+            .iter()
+            .map(|c| Column {
+                name: c.name().to_string(),
+                data_type: data_type(c.type_()),
+            })
+            .collect();
+        let rows = rows
+            .iter()
+            .map(|row| (0..row.len()).map(|i| db_value(row, i)).collect())
+            .collect::<Result<_, _>>()?;
+        Ok(RowSet { columns, rows })
+    }
+
+    async fn execute(&self, statement: &str, params: Vec<ParameterValue>) -> Result<u64, Error> {
+        let params = bind(params)?;
+        let prepared = self.prepare(statement).await?;
+        self.client
+            .execute(&prepared, &refs(&params))
+            .await
+            .map_err(query_error)
+    }
+}
+
+type Param = Box<dyn ToSql + Sync + Send>;
+
+fn bind(params: Vec<ParameterValue>) -> Result<Vec<Param>, Error> {
+    params.into_iter().map(to_param).collect()
+}
+
+fn refs(params: &[Param]) -> Vec<&(dyn ToSql + Sync)> {
+    params
+        .iter()
+        .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+        .collect()
 }
 
 fn allowed(state: &RequestState, address: &str) -> bool {
@@ -311,43 +339,7 @@ impl postgres::HostConnection for RequestState {
         statement: String,
         params: Vec<ParameterValue>,
     ) -> wasmtime::Result<Result<RowSet, Error>> {
-        let conn = self.table.get(&connection)?;
-        let rows = match conn.run(&statement, params).await {
-            Ok(rows) => rows,
-            Err(e) => return Ok(Err(e)),
-        };
-        let columns = match rows.first() {
-            Some(row) => row
-                .columns()
-                .iter()
-                .map(|c| Column {
-                    name: c.name().to_string(),
-                    data_type: data_type(c.type_()),
-                })
-                .collect(),
-            None => match conn.client.prepare_cached(&statement).await {
-                Ok(stmt) => stmt
-                    .columns()
-                    .iter()
-                    .map(|c| Column {
-                        name: c.name().to_string(),
-                        data_type: data_type(c.type_()),
-                    })
-                    .collect(),
-                Err(e) => return Ok(Err(query_error(e))),
-            },
-        };
-        let mut out = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let values = (0..row.len())
-                .map(|i| db_value(row, i))
-                .collect::<Result<Vec<_>, _>>();
-            match values {
-                Ok(values) => out.push(values),
-                Err(e) => return Ok(Err(e)),
-            }
-        }
-        Ok(Ok(RowSet { columns, rows: out }))
+        Ok(self.table.get(&connection)?.query(&statement, params).await)
     }
 
     async fn execute(
@@ -356,24 +348,11 @@ impl postgres::HostConnection for RequestState {
         statement: String,
         params: Vec<ParameterValue>,
     ) -> wasmtime::Result<Result<u64, Error>> {
-        let conn = self.table.get(&connection)?;
-        let params = match params
-            .into_iter()
-            .map(to_param)
-            .collect::<Result<Vec<_>, _>>()
-        {
-            Ok(p) => p,
-            Err(e) => return Ok(Err(e)),
-        };
-        let refs: Vec<&(dyn ToSql + Sync)> = params
-            .iter()
-            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
-            .collect();
-        let result = match conn.client.prepare_cached(&statement).await {
-            Ok(stmt) => conn.client.execute(&stmt, &refs).await.map_err(query_error),
-            Err(e) => Err(query_error(e)),
-        };
-        Ok(result)
+        Ok(self
+            .table
+            .get(&connection)?
+            .execute(&statement, params)
+            .await)
     }
 
     async fn drop(&mut self, connection: Resource<Connection>) -> wasmtime::Result<()> {
