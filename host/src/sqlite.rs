@@ -118,8 +118,7 @@ impl sqlite::HostConnection for RequestState {
         if !valid_label(&database) {
             return Ok(Err(Error::NoSuchDatabase));
         }
-        if !self.component.sqlite_databases.contains(&database)
-        {
+        if !self.component.sqlite_databases.contains(&database) {
             return Ok(Err(Error::AccessDenied));
         }
         let path = self.services.sqlite.path_of(&database);
