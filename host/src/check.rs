@@ -17,6 +17,21 @@ const PRODUCTION_VARIABLES: &[&str] = &[
     "openai_api_key",
 ];
 
+/// In production (`APP_ENV_PRODUCTION=true`), `serve` and `check` refuse to run without the
+/// managed services, instead of quietly falling back to the keyless mode.
+pub fn require_production_services(vars: &AppVariables) -> anyhow::Result<()> {
+    let missing: Vec<String> = PRODUCTION_VARIABLES
+        .iter()
+        .filter(|name| vars.get(name).is_none_or(|r| r.value.trim().is_empty()))
+        .map(|name| name.to_ascii_uppercase())
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!("production mode needs: {}", missing.join(", "))
+    }
+}
+
 pub fn run(settings: &RuntimeSettings, production: bool) -> ExitCode {
     let mut errors = Vec::new();
     let app = match App::load(&settings.manifest) {
@@ -92,13 +107,8 @@ pub fn run(settings: &RuntimeSettings, production: bool) -> ExitCode {
         };
         println!("mode: retrieval = {retrieval}; answers = {generation}; sessions = {sessions}");
         if production {
-            let missing: Vec<String> = PRODUCTION_VARIABLES
-                .iter()
-                .filter(|name| !set(name))
-                .map(|name| name.to_ascii_uppercase())
-                .collect();
-            if !missing.is_empty() {
-                errors.push(format!("production mode needs: {}", missing.join(", ")));
+            if let Err(err) = require_production_services(vars) {
+                errors.push(err.to_string());
             }
         }
     }

@@ -53,6 +53,10 @@ enum Command {
     },
 }
 
+fn production_mode() -> bool {
+    std::env::var("APP_ENV_PRODUCTION").is_ok_and(|v| matches!(v.trim(), "1" | "true" | "yes"))
+}
+
 fn main() -> ExitCode {
     host::init_logging();
     let cli = Cli::parse();
@@ -88,6 +92,9 @@ async fn run(command: Command) -> Result<ExitCode> {
         Command::Serve { runtime, server } => {
             let app = App::load(&runtime.manifest)?;
             let variables = AppVariables::from_process_env(&app.manifest)?;
+            if production_mode() {
+                host::check::require_production_services(&variables)?;
+            }
             tokio::task::block_in_place(|| {
                 host::ingest::ensure_keyless_index(&app, &variables, &runtime.data_dir, |name| {
                     std::env::var(name).ok()

@@ -496,6 +496,20 @@ fn check_names_settings_but_never_prints_values() {
         .unwrap();
     assert!(!production.status.success());
     assert!(String::from_utf8_lossy(&production.stderr).contains("QDRANT_URL"));
+
+    let serve = Command::new(env!("CARGO_BIN_EXE_host"))
+        .arg("serve")
+        .current_dir(workspace())
+        .env("APP_ENV_PRODUCTION", "true")
+        .env("DATA_DIR", tempfile::tempdir().unwrap().path())
+        .env_remove("QDRANT_URL")
+        .output()
+        .unwrap();
+    assert!(
+        !serve.status.success(),
+        "production serve must not fall back to keyless mode"
+    );
+    assert!(String::from_utf8_lossy(&serve.stderr).contains("production mode needs"));
 }
 
 #[test]
