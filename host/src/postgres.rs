@@ -115,6 +115,16 @@ fn describe_db_error(err: &tokio_postgres::Error) -> String {
     match err.as_db_error() {
         Some(db) => format!("{}: {}", db.code().code(), db.message()),
         None if err.is_closed() => "the PostgreSQL connection was closed".into(),
+        // Certificates are checked against the public web roots (Neon and other managed
+        // services pass); a server with a private or self-signed certificate fails here.
+        None if format!("{err:?}")
+            .to_ascii_lowercase()
+            .contains("certificate") =>
+        {
+            "the PostgreSQL server's TLS certificate is not trusted (checked against public roots; \
+             use sslmode=disable only on a trusted network)"
+                .into()
+        }
         None => "cannot reach PostgreSQL".into(),
     }
 }
