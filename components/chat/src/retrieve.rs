@@ -6,8 +6,8 @@ use rag_core::config::{RetrievalMode, Settings};
 use rag_core::error::ApiError;
 use rag_core::pipeline;
 use rag_core::retrieval::Passage;
-use rag_core::search_index::{self, SearchRow};
-use rag_core::store::{Database, Row, SqlValue, StoreError};
+use rag_core::search_index;
+use rag_core::store::StoreError;
 use rag_core::upstream::cohere::{apply_rerank, Cohere, InputType};
 use rag_core::upstream::qdrant::Qdrant;
 use rag_core::upstream::{Service, UpstreamError};
@@ -97,16 +97,9 @@ fn rerank_document(passage: &Passage) -> String {
 }
 
 fn keyword(query: &str, top_k: u32, threshold: f32) -> Result<Vec<Passage>, ApiError> {
-    // A question made only of stop words matches nothing rather than everything.
-    let Some(expression) = search_index::fts_match_expression(query) else {
-        return Ok(Vec::new());
-    };
     let db = Db::embedded().map_err(store_failure)?;
-    let rows = match db.query(
-        search_index::SEARCH,
-        &[expression.into(), i64::from(top_k).into()],
-    ) {
-        Ok(rows) => rows,
+    let passages = match search_index::search(&db, query, top_k) {
+        Ok(passages) => passages,
         Err(StoreError::Query(message)) if message.contains("no such table") => {
             return Err(ApiError::new(
                 503,
@@ -116,30 +109,5 @@ fn keyword(query: &str, top_k: u32, threshold: f32) -> Result<Vec<Passage>, ApiE
         }
         Err(error) => return Err(store_failure(error)),
     };
-    let passages = rows
-        .iter()
-        .map(search_row)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(store_failure)?
-        .into_iter()
-        .map(search_index::row_to_passage)
-        .collect();
     Ok(pipeline::relevant_passages(passages, threshold, top_k))
-}
-
-fn search_row(row: Row<'_>) -> Result<SearchRow, StoreError> {
-    let bm25 = match row.get("rank")? {
-        SqlValue::Real(value) => *value,
-        SqlValue::Integer(value) => *value as f64,
-        _ => return Err(StoreError::Query("rank is not a number".into())),
-    };
-    Ok(SearchRow {
-        id: row.text("id")?,
-        page_url: row.text("page_url")?,
-        url: row.text("url")?,
-        title: row.text("title")?,
-        heading: row.text("heading")?,
-        text: row.text("text")?,
-        bm25,
-    })
 }

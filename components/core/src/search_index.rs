@@ -6,6 +6,7 @@
 //! Spin's `execute` expects.
 
 use crate::retrieval::Passage;
+use crate::store::{Database, Row, SqlValue, StoreError};
 
 /// Bumped when the statements below change shape; stored in `index_meta`.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -159,6 +160,42 @@ pub fn row_to_passage(row: SearchRow) -> Passage {
         heading: row.heading,
         text: row.text,
     }
+}
+
+impl SearchRow {
+    /// Reads a row of [`SEARCH`] as the [`Database`] trait returns it.
+    pub fn from_row(row: Row<'_>) -> Result<Self, StoreError> {
+        let bm25 = match row.get("rank")? {
+            SqlValue::Real(value) => *value,
+            SqlValue::Integer(value) => *value as f64,
+            _ => return Err(StoreError::Query("rank is not a number".into())),
+        };
+        Ok(SearchRow {
+            id: row.text("id")?,
+            page_url: row.text("page_url")?,
+            url: row.text("url")?,
+            title: row.text("title")?,
+            heading: row.text("heading")?,
+            text: row.text("text")?,
+            bm25,
+        })
+    }
+}
+
+/// Keyword search of the embedded index: at most `limit` passages, best first. A question made
+/// only of stop words matches nothing rather than everything.
+pub fn search(
+    db: &(impl Database + ?Sized),
+    query: &str,
+    limit: u32,
+) -> Result<Vec<Passage>, StoreError> {
+    let Some(expression) = fts_match_expression(query) else {
+        return Ok(Vec::new());
+    };
+    let rows = db.query(SEARCH, &[expression.into(), i64::from(limit).into()])?;
+    rows.iter()
+        .map(|row| SearchRow::from_row(row).map(row_to_passage))
+        .collect()
 }
 
 #[cfg(test)]
