@@ -9,8 +9,9 @@ use host::manifest::App;
 use host::variables::AppVariables;
 use rag_core::config::Settings;
 use rag_core::docs::SiteConfig;
+use rag_core::retrieval::Passage;
 use rag_core::retry::RetryPolicy;
-use rag_core::search_index::{self, SearchRow};
+use rag_core::search_index;
 use rusqlite::params;
 use upstream_doubles::{Doubles, Endpoint, Fault, EMBED_BATCH_LIMIT, EMBED_DIMS};
 
@@ -100,21 +101,10 @@ fn page_urls_of(data: &Path) -> Vec<(String, String, String)> {
         .collect()
 }
 
-fn search_top(data: &Path, question: &str) -> SearchRow {
-    let expression = search_index::fts_match_expression(question).unwrap();
-    db(data)
-        .query_row(search_index::SEARCH, params![expression, 1], |row| {
-            Ok(SearchRow {
-                id: row.get(0)?,
-                page_url: row.get(1)?,
-                url: row.get(2)?,
-                title: row.get(3)?,
-                heading: row.get(4)?,
-                text: row.get(5)?,
-                bm25: row.get(6)?,
-            })
-        })
+fn search_top(data: &Path, question: &str) -> Passage {
+    search_index::search(&db(data), question, 1)
         .unwrap()
+        .remove(0)
 }
 
 fn page_url(rel: &str) -> String {

@@ -198,7 +198,8 @@ pub fn search(
         .collect()
 }
 
-#[cfg(test)]
+// The tests search through the crate's rusqlite adapter (`--features sqlite`).
+#[cfg(all(test, feature = "sqlite"))]
 mod tests {
     use super::*;
     use rusqlite::{params, Connection};
@@ -224,26 +225,8 @@ mod tests {
             .unwrap()
     }
 
-    fn search(connection: &Connection, query: &str, limit: i64) -> Vec<Passage> {
-        let Some(expression) = fts_match_expression(query) else {
-            return Vec::new();
-        };
-        let mut statement = connection.prepare(SEARCH).unwrap();
-        statement
-            .query_map(params![expression, limit], |row| {
-                Ok(row_to_passage(SearchRow {
-                    id: row.get(0)?,
-                    page_url: row.get(1)?,
-                    url: row.get(2)?,
-                    title: row.get(3)?,
-                    heading: row.get(4)?,
-                    text: row.get(5)?,
-                    bm25: row.get(6)?,
-                }))
-            })
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap()
+    fn search(connection: &Connection, query: &str, limit: u32) -> Vec<Passage> {
+        super::search(connection, query, limit).unwrap()
     }
 
     fn seeded() -> Connection {

@@ -1,7 +1,7 @@
 //! Parses and chunks every file of the Docusaurus documentation corpus (the docs of the
 //! Docusaurus site itself, kept outside the repository in ../shared) and checks the invariants
 //! ingestion relies on.
-#![cfg(feature = "docs")]
+#![cfg(all(feature = "docs", feature = "sqlite"))]
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -207,7 +207,7 @@ const BOOK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../book/docs");
 /// would, and the questions a reader might ask find the page that answers them.
 #[test]
 fn sample_book_is_indexed_and_answers_reader_questions() {
-    use rag_core::search_index::{self, SearchRow};
+    use rag_core::search_index;
     use rusqlite::{params, Connection};
 
     let root = Path::new(BOOK);
@@ -273,21 +273,9 @@ fn sample_book_is_indexed_and_answers_reader_questions() {
     }
 
     let top_url = |question: &str| -> String {
-        let expression = search_index::fts_match_expression(question).unwrap();
-        connection
-            .query_row(search_index::SEARCH, params![expression, 1], |row| {
-                Ok(search_index::row_to_passage(SearchRow {
-                    id: row.get(0)?,
-                    page_url: row.get(1)?,
-                    url: row.get(2)?,
-                    title: row.get(3)?,
-                    heading: row.get(4)?,
-                    text: row.get(5)?,
-                    bm25: row.get(6)?,
-                }))
-            })
-            .unwrap()
+        search_index::search(&connection, question, 1).unwrap()[0]
             .url
+            .clone()
     };
     let base = "https://example.github.io/physical-ai-book/docs";
     for (question, expected) in [

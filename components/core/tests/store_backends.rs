@@ -4,6 +4,8 @@
 //! 127.0.0.1:5432, database `test`); each test works in a schema of its own, dropped afterwards.
 //! When PostgreSQL cannot be reached its half is skipped with a printed reason, unless
 //! `TEST_REQUIRE_POSTGRES` is set, which turns the skip into a failure.
+//! The SQLite half uses the crate's own rusqlite adapter: run with `--features sqlite`.
+#![cfg(feature = "sqlite")]
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
@@ -36,78 +38,6 @@ trait Backend: Sync {
 // ---------------------------------------------------------------------------------------------
 // SQLite
 
-struct SqliteDb(rusqlite::Connection);
-
-fn sqlite_error(error: rusqlite::Error) -> StoreError {
-    use rusqlite::ErrorCode;
-    match error.sqlite_error_code() {
-        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked | ErrorCode::CannotOpen) => {
-            StoreError::Unavailable(error.to_string())
-        }
-        _ => StoreError::Query(error.to_string()),
-    }
-}
-
-fn sqlite_params(params: &[SqlValue]) -> Vec<rusqlite::types::Value> {
-    use rusqlite::types::Value;
-    params
-        .iter()
-        .map(|param| match param {
-            SqlValue::Null => Value::Null,
-            SqlValue::Integer(value) => Value::Integer(*value),
-            SqlValue::Real(value) => Value::Real(*value),
-            SqlValue::Text(value) => Value::Text(value.clone()),
-        })
-        .collect()
-}
-
-impl Database for SqliteDb {
-    fn dialect(&self) -> Dialect {
-        Dialect::Sqlite
-    }
-
-    fn execute(&self, sql: &str, params: &[SqlValue]) -> Result<u64, StoreError> {
-        let mut statement = self.0.prepare(sql).map_err(sqlite_error)?;
-        let changed = statement
-            .execute(rusqlite::params_from_iter(sqlite_params(params)))
-            .map_err(sqlite_error)?;
-        Ok(changed as u64)
-    }
-
-    fn query(&self, sql: &str, params: &[SqlValue]) -> Result<Rows, StoreError> {
-        use rusqlite::types::ValueRef;
-        let mut statement = self.0.prepare(sql).map_err(sqlite_error)?;
-        let columns: Vec<String> = statement
-            .column_names()
-            .into_iter()
-            .map(str::to_owned)
-            .collect();
-        let mut cursor = statement
-            .query(rusqlite::params_from_iter(sqlite_params(params)))
-            .map_err(sqlite_error)?;
-        let mut rows = Vec::new();
-        while let Some(row) = cursor.next().map_err(sqlite_error)? {
-            let mut values = Vec::with_capacity(columns.len());
-            for index in 0..columns.len() {
-                values.push(match row.get_ref(index).map_err(sqlite_error)? {
-                    ValueRef::Null => SqlValue::Null,
-                    ValueRef::Integer(value) => SqlValue::Integer(value),
-                    ValueRef::Real(value) => SqlValue::Real(value),
-                    ValueRef::Text(bytes) => SqlValue::Text(
-                        String::from_utf8(bytes.to_vec())
-                            .map_err(|error| StoreError::Query(error.to_string()))?,
-                    ),
-                    ValueRef::Blob(_) => {
-                        return Err(StoreError::Query("unexpected BLOB column".into()))
-                    }
-                });
-            }
-            rows.push(values);
-        }
-        Ok(Rows { columns, rows })
-    }
-}
-
 struct SqliteBackend {
     path: PathBuf,
 }
@@ -117,23 +47,23 @@ impl SqliteBackend {
         let path = std::env::temp_dir().join(format!("rag_store_test_{}.db", unique_suffix()));
         let backend = Self { path };
         let db = backend.connect();
-        let mode: String =
-            db.0.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
-                .expect("enable WAL");
+        let mode: String = db
+            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+            .expect("enable WAL");
         assert_eq!(mode, "wal");
         backend
     }
 }
 
 impl Backend for SqliteBackend {
-    type Db = SqliteDb;
+    type Db = rusqlite::Connection;
 
-    fn connect(&self) -> SqliteDb {
+    fn connect(&self) -> rusqlite::Connection {
         let connection = rusqlite::Connection::open(&self.path).expect("open SQLite file");
         connection
             .busy_timeout(Duration::from_secs(30))
             .expect("set busy timeout");
-        SqliteDb(connection)
+        connection
     }
 }
 

@@ -13,6 +13,8 @@
 
 mod migrations;
 mod sessions;
+#[cfg(feature = "sqlite")]
+mod sqlite;
 mod validation;
 
 pub use migrations::{
