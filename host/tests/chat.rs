@@ -3,15 +3,11 @@
 
 mod support;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use rag_core::docs::{
-    chunk_page, parse_page, SiteConfig, DEFAULT_MAX_CHARS, DEFAULT_OVERLAP_CHARS,
-};
+use rag_core::docs::SiteConfig;
 use rag_core::extractive::{EXTRACTIVE_LABEL, REFUSAL};
 use rag_core::retrieval::Passage;
-use rag_core::search_index;
 use rag_core::sse::{SseEvent, SseParser};
 use rag_core::upstream::qdrant::{NewPoint, Qdrant};
 use serde_json::{json, Value};
@@ -700,68 +696,28 @@ async fn invalid_requests_are_400s_naming_the_field() {
 
 const BOOK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../book/docs");
 
-fn book_files(root: &Path, dir: &Path, files: &mut Vec<(String, Vec<u8>)>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            book_files(root, &path, files);
-        } else if matches!(
-            path.extension().and_then(|e| e.to_str()),
-            Some("md" | "mdx")
-        ) {
-            let rel = path
-                .strip_prefix(root)
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .replace('\\', "/");
-            files.push((rel, std::fs::read(&path).unwrap()));
-        }
-    }
-}
-
-/// A data folder whose `default.db` holds the sample book's keyword index.
-fn data_dir_with_book_index() -> tempfile::TempDir {
+/// A data folder whose embedded index holds the sample book, written by the real ingester.
+async fn data_dir_with_book_index() -> tempfile::TempDir {
     let data_dir = tempfile::tempdir().unwrap();
-    let connection = rusqlite::Connection::open(data_dir.path().join("default.db")).unwrap();
-    for statement in search_index::SCHEMA {
-        connection.execute(statement, []).unwrap();
-    }
-    let cfg = SiteConfig {
+    let mut options = host::ingest::Options::new(BOOK, data_dir.path());
+    options.target = host::ingest::Target::Sqlite;
+    options.site = SiteConfig {
         site_url: "https://example.github.io".to_owned(),
         base_url: "/physical-ai-book/".to_owned(),
         ..SiteConfig::default()
     };
-    let mut files = Vec::new();
-    book_files(Path::new(BOOK), Path::new(BOOK), &mut files);
-    assert!(files.len() >= 8, "sample book missing under {BOOK}");
-    for (rel, bytes) in files {
-        let Some(page) = parse_page(&rel, &bytes, &cfg).unwrap() else {
-            continue;
-        };
-        for chunk in chunk_page(&page, DEFAULT_MAX_CHARS, DEFAULT_OVERLAP_CHARS) {
-            connection
-                .execute(
-                    search_index::UPSERT_CHUNK,
-                    rusqlite::params![
-                        chunk.id,
-                        chunk.page_url,
-                        chunk.url,
-                        chunk.title,
-                        chunk.heading,
-                        chunk.text,
-                        chunk.hash
-                    ],
-                )
-                .unwrap();
-        }
-    }
+    let settings = rag_core::config::Settings::from_lookup(|_| None).unwrap();
+    let report = host::ingest::ingest(&options, &settings).await.unwrap();
+    assert!(
+        report.summary.chunks > 0,
+        "sample book missing under {BOOK}"
+    );
     data_dir
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn keyless_mode_answers_extractively_from_the_sample_book() {
-    let server = start_with(&[], Some(data_dir_with_book_index()), &[]).await;
+    let server = start_with(&[], Some(data_dir_with_book_index().await), &[]).await;
     let (status, body) = post_chat(
         &server,
         json!({"query": "What does ZMP stand for?", "session_id": "keyless-1"}),
@@ -830,7 +786,7 @@ async fn concurrent_chats_on_one_session_lose_nothing_and_keep_order() {
     const CHATS: usize = 100;
     let server = start_with(
         &[],
-        Some(data_dir_with_book_index()),
+        Some(data_dir_with_book_index().await),
         &[
             "--max-concurrent-requests",
             "128",
