@@ -234,7 +234,7 @@ fn stored_messages(server: &Server, session_id: &str) -> Vec<StoredMessage> {
         .prepare("SELECT id, role, content, sources, status FROM messages WHERE session_id = ?1 ORDER BY id")
         .unwrap();
     statement
-        .query_map([session_id], |row| {
+        .query_map([rag_core::store::session_key(session_id)], |row| {
             let sources: String = row.get(3)?;
             Ok(StoredMessage {
                 id: row.get(0)?,
@@ -247,6 +247,18 @@ fn stored_messages(server: &Server, session_id: &str) -> Vec<StoredMessage> {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap()
+}
+
+/// A session as readers get one: issued by the server (ids are never chosen by clients).
+async fn new_session(server: &Server) -> String {
+    let response = reqwest::Client::new()
+        .post(format!("{}/session", server.base_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let body: Value = response.json().await.unwrap();
+    body["session_id"].as_str().unwrap().to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -308,7 +320,8 @@ async fn json_answer_cites_the_retrieved_passages() {
 async fn rerank_reorders_candidates_when_a_model_is_configured() {
     let (server, doubles) = start_with_doubles(&[
         ("cohere_rerank_model", "rerank-v3.5"),
-        ("score_threshold", "0"),
+        ("vector_min_similarity", "0"),
+        ("rerank_min_relevance", "0"),
     ])
     .await;
     let (status, body) = post_chat(&server, json!({"query": ZMP_QUESTION, "top_k": 2})).await;
@@ -329,9 +342,10 @@ async fn rerank_reorders_candidates_when_a_model_is_configured() {
 #[tokio::test(flavor = "multi_thread")]
 async fn streamed_answer_sends_sources_deltas_then_done() {
     let (server, doubles) = start_with_doubles(&[]).await;
+    let session = new_session(&server).await;
     let streamed = post_chat_streamed(
         &server,
-        json!({"query": ZMP_QUESTION, "stream": true, "session_id": "stream-1"}),
+        json!({"query": ZMP_QUESTION, "stream": true, "session_id": session}),
         None,
     )
     .await;
@@ -359,6 +373,8 @@ async fn streamed_answer_sends_sources_deltas_then_done() {
     assert!(answer.ends_with("[1]"), "{answer}");
     let done = &streamed.data("done")[0];
     let message_id = done["message_id"].as_i64().unwrap();
+    assert_eq!(done["session_id"], session.as_str());
+    assert_eq!(streamed.data("sources")[0]["session_id"], session.as_str());
     assert!(
         done["usage"]["total_tokens"].as_u64().unwrap() > 0,
         "{done}"
@@ -368,7 +384,7 @@ async fn streamed_answer_sends_sources_deltas_then_done() {
         true
     );
 
-    let stored = stored_messages(&server, "stream-1");
+    let stored = stored_messages(&server, &session);
     assert_eq!(stored.len(), 2);
     assert_eq!(
         (stored[0].role.as_str(), stored[0].content.as_str()),
@@ -434,10 +450,11 @@ async fn selected_text_is_the_passage_the_answer_is_about() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn nothing_relevant_is_refused_without_a_model_call_and_still_stored() {
-    let (server, doubles) = start_with_doubles(&[("score_threshold", "0.3")]).await;
+    let (server, doubles) = start_with_doubles(&[("vector_min_similarity", "0.3")]).await;
+    let session = new_session(&server).await;
     let (status, body) = post_chat(
         &server,
-        json!({"query": "Photosynthesis chlorophyll?", "session_id": "refusal-1"}),
+        json!({"query": "Photosynthesis chlorophyll?", "session_id": session}),
     )
     .await;
     assert_eq!(status, 200, "{body}");
@@ -449,7 +466,7 @@ async fn nothing_relevant_is_refused_without_a_model_call_and_still_stored() {
 
     let streamed = post_chat_streamed(
         &server,
-        json!({"query": "Photosynthesis chlorophyll?", "session_id": "refusal-1", "stream": true}),
+        json!({"query": "Photosynthesis chlorophyll?", "session_id": session, "stream": true}),
         None,
     )
     .await;
@@ -457,7 +474,7 @@ async fn nothing_relevant_is_refused_without_a_model_call_and_still_stored() {
     assert_eq!(streamed.text(), REFUSAL);
     assert_eq!(doubles.calls(Endpoint::OpenAiChat), 0);
 
-    let stored = stored_messages(&server, "refusal-1");
+    let stored = stored_messages(&server, &session);
     let roles: Vec<_> = stored.iter().map(|m| m.role.as_str()).collect();
     assert_eq!(roles, ["user", "assistant", "user", "assistant"]);
     assert_eq!(stored[1].content, REFUSAL);
@@ -468,17 +485,13 @@ async fn nothing_relevant_is_refused_without_a_model_call_and_still_stored() {
 #[tokio::test(flavor = "multi_thread")]
 async fn follow_up_sees_the_earlier_turns_and_both_turns_are_stored() {
     let (server, doubles) = start_with_doubles(&[]).await;
-    let (status, first) = post_chat(
-        &server,
-        json!({"query": ZMP_QUESTION, "session_id": "reader-7"}),
-    )
-    .await;
+    let (status, first) = post_chat(&server, json!({"query": ZMP_QUESTION})).await;
     assert_eq!(status, 200, "{first}");
-    assert_eq!(first["session_id"], "reader-7");
+    let session = first["session_id"].as_str().unwrap().to_owned();
     let first_answer = first["answer"].as_str().unwrap().to_owned();
     let (status, second) = post_chat(
         &server,
-        json!({"query": "And how does it keep the robot balanced?", "session_id": "reader-7"}),
+        json!({"query": "And how does it keep the robot balanced?", "session_id": session}),
     )
     .await;
     assert_eq!(status, 200, "{second}");
@@ -498,7 +511,7 @@ async fn follow_up_sees_the_earlier_turns_and_both_turns_are_stored() {
         ("user", "And how does it keep the robot balanced?")
     );
 
-    let stored = stored_messages(&server, "reader-7");
+    let stored = stored_messages(&server, &session);
     let summary: Vec<(&str, &str)> = stored
         .iter()
         .map(|m| (m.role.as_str(), m.status.as_str()))
@@ -520,7 +533,7 @@ async fn follow_up_sees_the_earlier_turns_and_both_turns_are_stored() {
 
     // A new conversation starts with no history.
     let (_, third) = post_chat(&server, json!({"query": ZMP_QUESTION})).await;
-    assert_ne!(third["session_id"], "reader-7");
+    assert_ne!(third["session_id"], session.as_str());
     let messages = doubles.last_request(Endpoint::OpenAiChat).unwrap()["messages"].clone();
     assert_eq!(messages.as_array().unwrap().len(), 2);
 }
@@ -612,10 +625,11 @@ async fn upstream_failures_are_json_errors_with_stable_codes() {
     assert!(streamed.content_type.starts_with("application/json"));
 
     // A stream cut before [DONE]: an error event after the deltas, the partial answer kept.
+    let session = new_session(&server).await;
     doubles.push_fault(Endpoint::OpenAiChat, Fault::CutStream);
     let streamed = post_chat_streamed(
         &server,
-        json!({"query": ZMP_QUESTION, "stream": true, "session_id": "cut-1"}),
+        json!({"query": ZMP_QUESTION, "stream": true, "session_id": session}),
         None,
     )
     .await;
@@ -624,7 +638,7 @@ async fn upstream_failures_are_json_errors_with_stable_codes() {
     assert_eq!(names.first(), Some(&"sources"));
     assert_eq!(names.last(), Some(&"error"), "{names:?}");
     assert_eq!(streamed.data("error")[0]["code"], "upstream_bad_response");
-    let stored = stored_messages(&server, "cut-1");
+    let stored = stored_messages(&server, &session);
     assert_eq!(stored.len(), 2);
     assert_eq!(stored[1].status, "incomplete");
     assert_eq!(stored[1].content, streamed.text());
@@ -718,12 +732,9 @@ async fn data_dir_with_book_index() -> tempfile::TempDir {
 #[tokio::test(flavor = "multi_thread")]
 async fn keyless_mode_answers_extractively_from_the_sample_book() {
     let server = start_with(&[], Some(data_dir_with_book_index().await), &[]).await;
-    let (status, body) = post_chat(
-        &server,
-        json!({"query": "What does ZMP stand for?", "session_id": "keyless-1"}),
-    )
-    .await;
+    let (status, body) = post_chat(&server, json!({"query": "What does ZMP stand for?"})).await;
     assert_eq!(status, 200, "{body}");
+    let session = body["session_id"].as_str().unwrap().to_owned();
     assert_eq!(body["mode"], "extractive");
     let answer = body["answer"].as_str().unwrap();
     assert!(answer.starts_with(EXTRACTIVE_LABEL), "{answer}");
@@ -740,7 +751,7 @@ async fn keyless_mode_answers_extractively_from_the_sample_book() {
         "{first_url}"
     );
 
-    let streamed = post_chat_streamed(&server, json!({"query": "Which ROS 2 command lists topics?", "session_id": "keyless-1", "stream": true}), None).await;
+    let streamed = post_chat_streamed(&server, json!({"query": "Which ROS 2 command lists topics?", "session_id": session, "stream": true}), None).await;
     let names = streamed.names();
     assert_eq!(names.first(), Some(&"sources"));
     assert_eq!(names.last(), Some(&"done"));
@@ -756,14 +767,14 @@ async fn keyless_mode_answers_extractively_from_the_sample_book() {
 
     let (status, body) = post_chat(
         &server,
-        json!({"query": "photosynthesis in chloroplasts", "session_id": "keyless-1"}),
+        json!({"query": "photosynthesis in chloroplasts", "session_id": session}),
     )
     .await;
     assert_eq!(status, 200);
     assert_eq!(body["mode"], "refused");
     assert_eq!(body["answer"], REFUSAL);
 
-    let stored = stored_messages(&server, "keyless-1");
+    let stored = stored_messages(&server, &session);
     assert_eq!(stored.len(), 6);
     assert_eq!(stored[3].content, streamed.text());
     assert_eq!(stored[3].status, "complete");
@@ -797,14 +808,16 @@ async fn concurrent_chats_on_one_session_lose_nothing_and_keep_order() {
     )
     .await;
     let client = reqwest::Client::new();
+    let session = new_session(&server).await;
     let requests = (0..CHATS).map(|i| {
         let client = client.clone();
+        let session = session.clone();
         let url = format!("{}/chat", server.base_url);
         async move {
             let query = format!("What does ZMP stand for? question {i}");
             let response = client
                 .post(url)
-                .json(&json!({"query": query, "session_id": "crowd"}))
+                .json(&json!({"query": query, "session_id": session}))
                 .send()
                 .await
                 .unwrap();
@@ -818,7 +831,7 @@ async fn concurrent_chats_on_one_session_lose_nothing_and_keep_order() {
         assert_eq!(*status, 200, "{body}");
     }
 
-    let stored = stored_messages(&server, "crowd");
+    let stored = stored_messages(&server, &session);
     assert_eq!(
         stored.len(),
         2 * CHATS,
@@ -890,9 +903,10 @@ async fn a_client_that_leaves_mid_stream_leaves_the_partial_answer_stored_incomp
         &[],
     )
     .await;
+    let session = new_session(&server).await;
     let response = reqwest::Client::new()
         .post(format!("{}/chat", server.base_url))
-        .json(&json!({"query": ZMP_QUESTION, "stream": true, "session_id": "leaver"}))
+        .json(&json!({"query": ZMP_QUESTION, "stream": true, "session_id": session}))
         .send()
         .await
         .unwrap();
@@ -913,7 +927,7 @@ async fn a_client_that_leaves_mid_stream_leaves_the_partial_answer_stored_incomp
 
     let deadline = Instant::now() + Duration::from_secs(10);
     let stored = loop {
-        let stored = stored_messages(&server, "leaver");
+        let stored = stored_messages(&server, &session);
         if stored.len() == 2 && !stored[1].content.is_empty() {
             break stored;
         }

@@ -2,7 +2,8 @@
 //! real PostgreSQL (skipped, with a printed reason, when none answers on 127.0.0.1:5432).
 //!
 //! The session API has no way to add messages (answers are written by /chat), so tests insert
-//! messages with plain SQL on their own connection to the same database, as /chat would leave them.
+//! messages with plain SQL on their own connection to the same database, as /chat would leave them
+//! (under the session's stored key, the digest of its id).
 
 mod support;
 
@@ -108,7 +109,7 @@ impl Direct<'_> {
 
     async fn append(&self, session_id: &str, role: &str, content: &str, sources: &str) -> i64 {
         let (session_id, role, content, sources) = (
-            session_id.to_owned(),
+            rag_core::store::session_key(session_id),
             role.to_owned(),
             content.to_owned(),
             sources.to_owned(),
@@ -593,7 +594,7 @@ async fn api_on_postgres() {
     assert_eq!(Direct::Postgres(&schema).count("sessions").await, 2);
     assert_eq!(
         Direct::Postgres(&schema).count("schema_migrations").await,
-        1
+        rag_core::store::MIGRATIONS.len() as i64
     );
     drop(server);
     schema.drop_schema().await;
@@ -876,4 +877,389 @@ async fn unreachable_postgres_is_503_without_the_url_or_password() {
     // Bad input is still told apart from the outage: it needs no database.
     let response = api.get("/session/a.b").await;
     assert_error(&response, 400, "invalid_request", Some("session_id"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sessions belong to the reader holding the id
+
+const BOOK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../book/docs");
+const QUESTION: &str = "What does ZMP stand for?";
+
+/// A data folder whose embedded index holds the sample book, so /chat answers without keys.
+async fn data_dir_with_book_index() -> tempfile::TempDir {
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut options = host::ingest::Options::new(BOOK, data_dir.path());
+    options.target = host::ingest::Target::Sqlite;
+    let settings = rag_core::config::Settings::from_lookup(|_| None).unwrap();
+    let report = host::ingest::ingest(&options, &settings).await.unwrap();
+    assert!(report.summary.chunks > 0, "no sample book under {BOOK}");
+    data_dir
+}
+
+impl Api {
+    async fn chat(&self, body: &Value) -> (StatusCode, Value) {
+        self.send(Method::POST, "/chat", Some(body)).await
+    }
+
+    /// Asks without a session id; returns the session the server started.
+    async fn chat_new(&self, query: &str) -> (String, Value) {
+        let (status, body) = self.chat(&json!({ "query": query })).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        (body["session_id"].as_str().unwrap().to_owned(), body)
+    }
+
+    async fn history(&self, session_id: &str) -> Vec<(String, String)> {
+        let (status, page) = self.get(&format!("/session/{session_id}")).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        page["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    m["role"].as_str().unwrap().to_owned(),
+                    m["content"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    }
+}
+
+/// Server-issued: at least 22 URL-safe characters (132 random bits).
+#[track_caller]
+fn assert_issued(id: &str) {
+    assert!(id.len() >= 22, "{id}");
+    assert!(
+        id.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+        "{id}"
+    );
+}
+
+/// Ids nobody was issued: a client's own choice, the README's old example, and one shaped
+/// exactly like an issued id.
+const NEVER_ISSUED: [&str; 3] = ["demo", "reader-7", "AAAAAAAAAAAAAAAAAAAAAA"];
+
+async fn chosen_ids_are_not_found_anywhere(server: &Server, direct: &Direct<'_>) {
+    let api = Api::new(server);
+    let mut answers = Vec::new();
+    for id in NEVER_ISSUED {
+        let chat = api
+            .chat(&json!({"query": QUESTION, "session_id": id}))
+            .await;
+        let read = api.get(&format!("/session/{id}")).await;
+        let delete = api
+            .send(Method::DELETE, &format!("/session/{id}"), None)
+            .await;
+        let rate = api.rate(id, 1, &json!({"rating": "up"})).await;
+        for response in [&chat, &read, &delete, &rate] {
+            assert_error(response, 404, "not_found", None);
+            assert!(!response.1.to_string().contains(id), "{}", response.1);
+        }
+        answers.push((chat.1, read.1, delete.1, rate.1));
+    }
+    // Never created as a side effect, and every unknown id gets the very same answers.
+    assert_eq!(direct.count("sessions").await, 0);
+    assert_eq!(direct.count("messages").await, 0);
+    assert!(answers.windows(2).all(|pair| pair[0] == pair[1]));
+
+    // A deleted session answers exactly as one that never existed.
+    let id = api.create().await;
+    let (status, _) = api
+        .send(Method::DELETE, &format!("/session/{id}"), None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (_, gone) = api.get(&format!("/session/{id}")).await;
+    assert_eq!(gone, answers[0].1);
+    let chat = api
+        .chat(&json!({"query": QUESTION, "session_id": id}))
+        .await;
+    assert_eq!(chat.1, answers[0].0);
+}
+
+async fn chat_starts_a_session_and_continues_it(server: &Server) {
+    let api = Api::new(server);
+    let (id, first) = api.chat_new(QUESTION).await;
+    assert_issued(&id);
+    let answer = first["answer"].as_str().unwrap().to_owned();
+    assert_eq!(
+        api.history(&id).await,
+        [
+            ("user".to_owned(), QUESTION.to_owned()),
+            ("assistant".to_owned(), answer)
+        ]
+    );
+    let follow_up = "Which ROS 2 command lists topics?";
+    let (status, second) = api
+        .chat(&json!({"query": follow_up, "session_id": id}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{second}");
+    assert_eq!(second["session_id"], id.as_str());
+    let history = api.history(&id).await;
+    assert_eq!(history.len(), 4);
+    assert_eq!(history[2], ("user".to_owned(), follow_up.to_owned()));
+
+    // A streamed answer names its new session in its first and last events.
+    let response = api
+        .client
+        .post(format!("{}/chat", api.base))
+        .json(&json!({"query": QUESTION, "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let bytes = response.bytes().await.unwrap();
+    let mut parser = rag_core::sse::SseParser::new();
+    let mut events = parser.feed(&bytes);
+    events.extend(parser.finish());
+    let data = |name: &str| -> Value {
+        let event = events
+            .iter()
+            .find(|e| e.event.as_deref() == Some(name))
+            .unwrap_or_else(|| panic!("no {name} event"));
+        serde_json::from_str(&event.data).unwrap()
+    };
+    let streamed = data("sources")["session_id"].as_str().unwrap().to_owned();
+    assert_issued(&streamed);
+    assert_ne!(streamed, id);
+    assert_eq!(data("done")["session_id"], streamed.as_str());
+    assert_eq!(api.history(&streamed).await.len(), 2);
+}
+
+async fn readers_cannot_reach_each_others_sessions(server: &Server) {
+    let api = Api::new(server);
+    let (alice, alice_answer) = api.chat_new(QUESTION).await;
+    let (bob, _) = api.chat_new("Which ROS 2 command lists topics?").await;
+    assert_ne!(alice, bob);
+    let alice_history = api.history(&alice).await;
+    let bob_history = api.history(&bob).await;
+    assert_eq!(alice_history[0].1, QUESTION);
+    assert!(bob_history.iter().all(|(_, text)| text != QUESTION));
+
+    // Bob's id does not rate Alice's answer; hers does.
+    let alice_message = alice_answer["message_id"].as_i64().unwrap();
+    let up = json!({"rating": "up"});
+    assert_error(
+        &api.rate(&bob, alice_message, &up).await,
+        404,
+        "not_found",
+        None,
+    );
+    let (status, _) = api.rate(&alice, alice_message, &up).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+
+    // Deleting Bob's leaves Alice's whole.
+    let (status, _) = api
+        .send(Method::DELETE, &format!("/session/{bob}"), None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(api.history(&alice).await, alice_history);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_are_capabilities_on_sqlite() {
+    let server = start(Options {
+        data_dir: Some(data_dir_with_book_index().await),
+        args: UNLIMITED,
+        ..Options::default()
+    })
+    .await;
+    let direct = Direct::sqlite(&server);
+    chosen_ids_are_not_found_anywhere(&server, &direct).await;
+    chat_starts_a_session_and_continues_it(&server).await;
+    readers_cannot_reach_each_others_sessions(&server).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_are_capabilities_on_postgres() {
+    let Some(schema) = postgres_or_skip().await else {
+        return;
+    };
+    let url = schema.url();
+    let server = start(Options {
+        variables: &[("database_url", &url)],
+        data_dir: Some(data_dir_with_book_index().await),
+        args: UNLIMITED,
+        ..Options::default()
+    })
+    .await;
+    let direct = Direct::Postgres(&schema);
+    chosen_ids_are_not_found_anywhere(&server, &direct).await;
+    chat_starts_a_session_and_continues_it(&server).await;
+    readers_cannot_reach_each_others_sessions(&server).await;
+    // Only digests are stored: no row holds an id a reader was given.
+    let keys: Vec<String> = schema
+        .admin
+        .query(&format!("SELECT id FROM {}.sessions", schema.name), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert!(!keys.is_empty());
+    assert!(keys.iter().all(|key| key.len() == 64), "{keys:?}");
+    drop(server);
+    schema.drop_schema().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn session_ids_are_distinct_across_1000_creations() {
+    const SESSIONS: usize = 1000;
+    let server = start(Options {
+        args: CONCURRENCY_ARGS,
+        ..Options::default()
+    })
+    .await;
+    let api = Arc::new(Api::new(&server));
+    let mut creating = JoinSet::new();
+    let mut ids = std::collections::HashSet::new();
+    for _ in 0..SESSIONS {
+        if creating.len() >= 32 {
+            ids.insert(creating.join_next().await.unwrap().unwrap());
+        }
+        let api = api.clone();
+        creating.spawn(async move { api.create().await });
+    }
+    while let Some(id) = creating.join_next().await {
+        ids.insert(id.unwrap());
+    }
+    assert_eq!(ids.len(), SESSIONS, "every id distinct");
+    for id in &ids {
+        assert_issued(id);
+    }
+    // The database holds exactly their digests.
+    let path = server.data_dir.path().join("default.db");
+    let stored: std::collections::HashSet<String> = tokio::task::spawn_blocking(move || {
+        let connection = rusqlite::Connection::open(path).unwrap();
+        let mut statement = connection.prepare("SELECT id FROM sessions").unwrap();
+        let keys = statement
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        keys
+    })
+    .await
+    .unwrap();
+    let digests: std::collections::HashSet<String> = ids
+        .iter()
+        .map(|id| rag_core::store::session_key(id))
+        .collect();
+    assert_eq!(stored, digests);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_log_line_holds_a_session_id() {
+    support::logs::capture();
+    let server = start(Options {
+        data_dir: Some(data_dir_with_book_index().await),
+        args: UNLIMITED,
+        ..Options::default()
+    })
+    .await;
+    let api = Api::new(&server);
+    let request_id = format!("log-check-{}", std::process::id());
+    let response = api
+        .client
+        .post(format!("{}/chat", api.base))
+        .header("x-request-id", &request_id)
+        .json(&json!({ "query": QUESTION }))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = read(response).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let id = body["session_id"].as_str().unwrap().to_owned();
+    let (status, _) = api
+        .chat(&json!({"query": "And the support polygon?", "session_id": id}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let message = body["message_id"].as_i64().unwrap();
+    api.rate(&id, message, &json!({"rating": "down"})).await;
+    api.history(&id).await;
+    api.send(Method::DELETE, &format!("/session/{id}"), None)
+        .await;
+    let (status, _) = api.get(&format!("/session/{id}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let log = support::logs::text();
+    // The chat line for the first request was captured (tagged with its request id)...
+    assert!(
+        log.lines()
+            .any(|line| line.contains(&request_id) && line.contains("plan")),
+        "{log}"
+    );
+    // ...and no line names the session.
+    for line in log.lines() {
+        assert!(!line.contains(&id), "a log line holds a session id: {line}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn database_failures_are_logged_with_the_request_id_and_never_answered() {
+    if postgres_or_skip().await.is_none() {
+        return;
+    }
+    support::logs::capture();
+    // PostgreSQL answers, but refuses the connection: the database does not exist.
+    let database = format!("no_such_database_{}", std::process::id());
+    let url = format!("postgres://postgres@{PG_ADDRESS}/{database}?sslmode=disable");
+    let server = start(Options {
+        variables: &[("database_url", &url)],
+        args: UNLIMITED,
+        ..Options::default()
+    })
+    .await;
+    let client = Client::new();
+    let requests = [
+        (Method::POST, "/chat", Some(json!({ "query": QUESTION }))),
+        (
+            Method::POST,
+            "/chat",
+            Some(json!({"query": QUESTION, "session_id": "AAAAAAAAAAAAAAAAAAAAAA"})),
+        ),
+        (Method::POST, "/session", None),
+        (Method::GET, "/session/AAAAAAAAAAAAAAAAAAAAAA", None),
+        (Method::GET, "/health/ready", None),
+    ];
+    for (n, (method, path, body)) in requests.into_iter().enumerate() {
+        let request_id = format!("db-failure-{}-{n}", std::process::id());
+        let mut request = client
+            .request(method, format!("{}{path}", server.base_url))
+            .header("x-request-id", &request_id);
+        if let Some(body) = &body {
+            request = request.json(body);
+        }
+        let (status, body) = read(request.send().await.unwrap()).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{path}: {body}");
+        let code = if path == "/health/ready" {
+            &body["checks"]["postgres"]["status"]
+        } else {
+            &body["error"]["code"]
+        };
+        let want = if path == "/health/ready" {
+            "down"
+        } else {
+            "database_unavailable"
+        };
+        assert_eq!(code, want, "{path}: {body}");
+        let text = body.to_string();
+        for leak in [
+            database.as_str(),
+            "3D000",
+            "does not exist",
+            "postgres@",
+            "127.0.0.1",
+            "5432",
+        ] {
+            assert!(!text.contains(leak), "{path} answered {leak:?}: {text}");
+        }
+        // The operator's log has what PostgreSQL said, on a line with this request's id.
+        let log = support::logs::text();
+        assert!(
+            log.lines()
+                .any(|line| line.contains(&request_id) && line.contains("does not exist")),
+            "{path}: no log line with {request_id} and the database's error in:\n{log}"
+        );
+    }
 }

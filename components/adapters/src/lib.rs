@@ -1,9 +1,10 @@
 //! The thin layer between `rag-core` and Spin's guest APIs, shared by every component:
 //! sending the `http::Request`s core builds, timers, the databases behind
-//! [`rag_core::store::Database`], and turning core's errors into responses.
+//! [`rag_core::store::Database`], log lines, and turning core's errors into responses.
 
 pub mod db;
 pub mod ids;
+pub mod log;
 pub mod outbound;
 pub mod respond;
 pub mod timer;

@@ -21,21 +21,11 @@ pub fn error(error: &ApiError) -> Response {
         .build()
 }
 
-/// A storage failure as a client sees it. Database texts stay out of the response: they can
-/// name tables, statements or hosts, none of which helps a client and some of which is private.
-pub fn store_failure(failure: &StoreError) -> ApiError {
-    match failure {
-        StoreError::Unavailable(_) => {
-            ApiError::database_unavailable("cannot reach the database; try again shortly")
-        }
-        StoreError::Query(_) => ApiError::new(
-            failure.status(),
-            failure.code(),
-            "the session store failed to run a statement",
-        ),
-        StoreError::Conflict(message) | StoreError::NotFound(message) => {
-            ApiError::new(failure.status(), failure.code(), message.clone())
-        }
-        StoreError::Invalid(field) => ApiError::invalid_field(field.field, &field.message),
+/// A storage failure as a client sees it ([`ApiError::from_store`]: the stable code, a fixed
+/// message); what the database said is logged for the operator, with the request id.
+pub fn store_failure(component: &str, failure: &StoreError) -> ApiError {
+    if matches!(failure, StoreError::Unavailable(_) | StoreError::Query(_)) {
+        crate::log::failure(component, failure);
     }
+    ApiError::from_store(failure)
 }

@@ -7,7 +7,7 @@ mod retrieve;
 mod session;
 mod upstream;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 use rag_core::chat::{AnswerMode, ChatRequest, ChatResponse, Source};
 use rag_core::config::{GenerationMode, Settings};
@@ -29,6 +29,7 @@ use session::Conversation;
 
 #[http_component]
 async fn handle(request: IncomingRequest, out: ResponseOutparam) {
+    adapters::log::set_request_id(header(&request, "x-request-id").as_deref());
     let prepared = match prepare(request).await {
         Ok(prepared) => prepared,
         Err(error) => return reply::error(out, &error).await,
@@ -118,16 +119,18 @@ async fn prepare(request: IncomingRequest) -> Result<Prepared, ApiError> {
     if plan == Plan::Refuse {
         passages.clear();
     }
-    eprintln!(
-        "chat: session {} retrieval {:?} passages {} plan {}",
-        conversation.session_id,
-        settings.retrieval_mode(),
-        passages.len(),
-        match &plan {
-            Plan::Refuse => "refuse",
-            Plan::Extract(_) => "extract",
-            Plan::Generate => "generate",
-        }
+    adapters::log::info(
+        "chat",
+        format_args!(
+            "retrieval {:?} passages {} plan {}",
+            settings.retrieval_mode(),
+            passages.len(),
+            match &plan {
+                Plan::Refuse => "refuse",
+                Plan::Extract(_) => "extract",
+                Plan::Generate => "generate",
+            }
+        ),
     );
     Ok(Prepared {
         request: chat,
@@ -166,12 +169,6 @@ async fn answer_json(prepared: Prepared) -> Result<ChatResponse, ApiError> {
         message_id,
         mode: prepared.mode(),
     })
-}
-
-/// `sources` with the scores written as the JSON body and the stored message write them
-/// (going through `serde_json::Value` would widen them to f64 digits).
-fn sources_event(sources: &[Source]) -> Vec<u8> {
-    sse::write_event("sources", &BTreeMap::from([("sources", sources)]))
 }
 
 /// Where streamed answer text comes from.
@@ -227,7 +224,9 @@ async fn answer_streamed(prepared: Prepared, out: ResponseOutparam) {
     let mut events = EventStream::open(out);
     let mut answer = String::new();
     let mut usage = None;
-    let mut connected = events.send(sources_event(&sources)).await;
+    let mut connected = events
+        .send(sse::sources_event(&conversation.session_id, &sources))
+        .await;
     while connected {
         match tokens.next().await {
             Ok(Some(chunk)) => {
@@ -244,7 +243,9 @@ async fn answer_streamed(prepared: Prepared, out: ResponseOutparam) {
                     &sources_json,
                     MessageStatus::Complete,
                 );
-                events.send(sse::done_event(message_id, usage)).await;
+                events
+                    .send(sse::done_event(&conversation.session_id, message_id, usage))
+                    .await;
                 return;
             }
             Err(error) => {
@@ -260,7 +261,10 @@ async fn answer_streamed(prepared: Prepared, out: ResponseOutparam) {
             }
         }
     }
-    eprintln!("chat: the client left during message {message_id}; stored as incomplete");
+    adapters::log::info(
+        "chat",
+        format_args!("the client left during message {message_id}; stored as incomplete"),
+    );
     conversation.save_answer(
         message_id,
         &answer,

@@ -1,10 +1,10 @@
 //! The conversation a question belongs to: its earlier turns, and the turns this request adds.
 
 use adapters::db::Db;
+use adapters::respond;
 use rag_core::chat::ChatRequest;
 use rag_core::config::Settings;
 use rag_core::error::ApiError;
-use rag_core::pipeline;
 use rag_core::store::{self, MessageStatus, Role, SessionStore, StoreError, Turn};
 
 /// A session opened for one question, with the user's turn already stored.
@@ -15,32 +15,34 @@ pub struct Conversation {
     pub history: Vec<Turn>,
 }
 
-/// How a storage failure reaches the client.
+/// How a storage failure reaches the client: the stable code; the detail goes to the log.
 pub fn store_failure(error: StoreError) -> ApiError {
-    eprintln!("chat: {error}");
-    ApiError::new(error.status(), error.code(), error.to_string())
+    respond::store_failure("chat", &error)
 }
 
 impl Conversation {
-    /// Opens (or starts) the session, reads its recent turns, then stores the question, so the
-    /// question is kept even when answering it fails.
+    /// Continues the session the request names, or starts one under a new server-issued id
+    /// when it names none; reads its recent turns, then stores the question, so the question
+    /// is kept even when answering it fails. An id the server never issued (or one deleted
+    /// since) is 404 `not_found`: sessions are never created under an id a client chose.
     pub fn open(settings: &Settings, request: &ChatRequest) -> Result<Self, ApiError> {
         let db = Db::open(settings.database_url.as_deref()).map_err(store_failure)?;
         store::ensure_schema(&db).map_err(store_failure)?;
+        let sessions = SessionStore::new(&db);
         let session_id = match &request.session_id {
             Some(id) => id.clone(),
             None => {
-                let bytes = wasi::random::random::get_random_bytes(16);
-                pipeline::new_session_id(bytes.try_into().expect("16 random bytes"))
+                sessions
+                    .start_session(adapters::ids::new_session_id)
+                    .map_err(store_failure)?
+                    .id
             }
         };
-        let sessions = SessionStore::new(&db);
-        sessions
-            .ensure_session(&session_id)
-            .map_err(store_failure)?;
         let history = sessions
             .recent_turns(&session_id, settings.history_budget_chars)
             .map_err(store_failure)?;
+        // Storing the question is also the existence check: it inserts nothing, and fails
+        // with NotFound, when no session has this id.
         sessions
             .append_message(
                 &session_id,
@@ -88,7 +90,10 @@ impl Conversation {
         if let Err(error) =
             SessionStore::new(&self.db).update_message(message_id, answer, sources_json, status)
         {
-            eprintln!("chat: could not save message {message_id}: {error}");
+            adapters::log::failure(
+                "chat",
+                format!("could not save message {message_id}: {error}"),
+            );
         }
     }
 }

@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+use crate::store::StoreError;
+
 /// A failure as the API reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -97,13 +99,28 @@ impl ApiError {
         )
     }
 
-    /// 503 `database_unavailable`.
-    pub fn database_unavailable(detail: impl fmt::Display) -> Self {
-        Self::new(
-            503,
-            "database_unavailable",
-            format!("session store is unavailable: {detail}"),
-        )
+    /// A storage failure as every endpoint answers it: the stable code with a fixed message.
+    /// What the database said stays out of the response: it can name the host, the user, the
+    /// database, tables or statements, none of which helps a client and some of which is
+    /// private. Callers log `failure` itself (see `adapters::respond::store_failure`).
+    pub fn from_store(failure: &StoreError) -> Self {
+        match failure {
+            StoreError::Unavailable(_) => Self::new(
+                503,
+                failure.code(),
+                "the database is unavailable; try again shortly",
+            ),
+            StoreError::Query(_) => Self::new(
+                failure.status(),
+                failure.code(),
+                "the database could not complete the request",
+            ),
+            // Written for clients by the store itself, never holding ids or database text.
+            StoreError::Conflict(message) | StoreError::NotFound(message) => {
+                Self::new(failure.status(), failure.code(), message.clone())
+            }
+            StoreError::Invalid(field) => Self::invalid_field(field.field, &field.message),
+        }
     }
 
     /// 500 `internal`.
@@ -134,6 +151,23 @@ impl fmt::Display for ApiError {
 }
 
 impl std::error::Error for ApiError {}
+
+/// A request id fit for a log line: the runner's `x-request-id` (a UUID it assigns, or the
+/// client's own), kept only when it is up to 64 characters of `[A-Za-z0-9._:-]`, so a client
+/// cannot forge or break log lines through it; `-` otherwise.
+pub fn request_id_for_log(raw: Option<&str>) -> String {
+    match raw {
+        Some(id)
+            if (1..=64).contains(&id.len())
+                && id.bytes().all(|b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-')
+                }) =>
+        {
+            id.to_owned()
+        }
+        _ => "-".to_owned(),
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -176,9 +210,47 @@ mod tests {
             502
         );
         assert_eq!(
-            ApiError::database_unavailable("down").code,
+            ApiError::from_store(&StoreError::Unavailable("down".into())).code,
             "database_unavailable"
         );
         assert_eq!(ApiError::internal("x").status, 500);
+    }
+
+    #[test]
+    fn store_failures_keep_their_code_and_drop_the_database_text() {
+        let secret = "3D000: database \"sessions_prod\" does not exist (user reader@db.internal)";
+        for (failure, status, code) in [
+            (
+                StoreError::Unavailable(secret.into()),
+                503,
+                "database_unavailable",
+            ),
+            (StoreError::Query(secret.into()), 500, "database_error"),
+        ] {
+            let error = ApiError::from_store(&failure);
+            assert_eq!((error.status, error.code), (status, code));
+            let body = String::from_utf8(error.to_json_body()).unwrap();
+            for leak in ["3D000", "sessions_prod", "reader", "db.internal", "exist"] {
+                assert!(!body.contains(leak), "{body}");
+            }
+        }
+        let missing = ApiError::from_store(&StoreError::NotFound("no session has this id".into()));
+        assert_eq!((missing.status, missing.code), (404, "not_found"));
+        assert_eq!(missing.message, "no session has this id");
+        let invalid = ApiError::from_store(&StoreError::Invalid(crate::store::FieldError::new(
+            "comment",
+            "must not contain NUL characters",
+        )));
+        assert_eq!(invalid.field.as_deref(), Some("comment"));
+    }
+
+    #[test]
+    fn request_ids_reach_logs_only_when_harmless() {
+        let uuid = "0b6f1a9e-3c1d-4f7e-9a57-2f3c4d5e6f70";
+        assert_eq!(request_id_for_log(Some(uuid)), uuid);
+        assert_eq!(request_id_for_log(None), "-");
+        assert_eq!(request_id_for_log(Some("")), "-");
+        assert_eq!(request_id_for_log(Some("a\nfake log line")), "-");
+        assert_eq!(request_id_for_log(Some(&"a".repeat(65))), "-");
     }
 }

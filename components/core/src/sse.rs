@@ -142,15 +142,32 @@ pub struct Usage {
 
 /// Payload of the `done` event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct DoneEvent {
+pub struct DoneEvent<'a> {
     pub message_id: i64,
+    /// The session the answer was stored in; a new one when the request named none.
+    pub session_id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
 }
 
-/// `event: sources` with the numbered sources, sent first.
-pub fn sources_event(sources: &[crate::chat::Source]) -> Vec<u8> {
-    write_event("sources", &serde_json::json!({ "sources": sources }))
+/// Payload of the `sources` event. Serialised from the structs, not through
+/// `serde_json::Value`, which would widen the f32 scores to f64 digits.
+#[derive(Debug, Clone, Serialize)]
+pub struct SourcesEvent<'a> {
+    pub sources: &'a [crate::chat::Source],
+    /// The session the answer belongs to, known before the first word of it.
+    pub session_id: &'a str,
+}
+
+/// `event: sources` with `{"sources": [..], "session_id": ..}`, sent first.
+pub fn sources_event(session_id: &str, sources: &[crate::chat::Source]) -> Vec<u8> {
+    write_event(
+        "sources",
+        &SourcesEvent {
+            sources,
+            session_id,
+        },
+    )
 }
 
 /// `event: delta` with `{"text": ..}`.
@@ -158,9 +175,17 @@ pub fn delta_event(text: &str) -> Vec<u8> {
     write_event("delta", &DeltaEvent { text })
 }
 
-/// `event: done` with `{"message_id": .., "usage"?: ..}`, sent last on success.
-pub fn done_event(message_id: i64, usage: Option<Usage>) -> Vec<u8> {
-    write_event("done", &DoneEvent { message_id, usage })
+/// `event: done` with `{"message_id": .., "session_id": .., "usage"?: ..}`, sent last on
+/// success.
+pub fn done_event(session_id: &str, message_id: i64, usage: Option<Usage>) -> Vec<u8> {
+    write_event(
+        "done",
+        &DoneEvent {
+            message_id,
+            session_id,
+            usage,
+        },
+    )
 }
 
 /// `event: error` with `{"code": .., "message": ..}`, sent last on failure.
@@ -228,7 +253,7 @@ mod tests {
     #[test]
     fn writer_round_trips_through_parser() {
         let mut bytes = delta_event("line one\nline \"two\"");
-        bytes.extend(done_event(42, None));
+        bytes.extend(done_event("s-1", 42, None));
         bytes.extend(error_event(&crate::error::ApiError::upstream_timeout(
             "OpenAI",
         )));
@@ -237,7 +262,7 @@ mod tests {
         assert_eq!(names, ["delta", "done", "error"]);
         let delta: serde_json::Value = serde_json::from_str(&events[0].data).unwrap();
         assert_eq!(delta["text"], "line one\nline \"two\"");
-        assert_eq!(events[1].data, r#"{"message_id":42}"#);
+        assert_eq!(events[1].data, r#"{"message_id":42,"session_id":"s-1"}"#);
         let error: serde_json::Value = serde_json::from_str(&events[2].data).unwrap();
         assert_eq!(error["code"], "upstream_timeout");
         let usage = Usage {
@@ -245,7 +270,7 @@ mod tests {
             completion_tokens: 2,
             total_tokens: 3,
         };
-        let done = String::from_utf8(done_event(1, Some(usage))).unwrap();
+        let done = String::from_utf8(done_event("s-1", 1, Some(usage))).unwrap();
         assert!(
             done.contains(r#""usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}"#)
         );

@@ -15,8 +15,9 @@ use std::sync::Barrier;
 use std::time::Duration;
 
 use rag_core::store::{
-    ensure_schema, migrate, schema_version, Database, Dialect, MessageStatus, Rating, Role, Rows,
-    SchemaStatus, SessionStore, SqlValue, StoreError, Turn, LATEST_SCHEMA_VERSION,
+    ensure_schema, migrate, migrate_to, schema_version, session_key, Database, Dialect,
+    MessageStatus, Rating, Role, Rows, SchemaStatus, SessionStore, SqlValue, StoreError, Turn,
+    LATEST_SCHEMA_VERSION,
 };
 
 static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
@@ -260,7 +261,9 @@ backend_tests!(
     migrations_are_idempotent,
     concurrent_migrations_apply_once,
     create_get_delete,
-    ensure_session_is_idempotent,
+    sessions_start_under_fresh_ids_only,
+    ids_are_stored_only_as_digests,
+    version_1_sessions_are_rekeyed_or_retired,
     missing_rows,
     append_order_and_pagination,
     update_message_rewrites_a_streamed_answer,
@@ -407,7 +410,7 @@ fn create_get_delete<B: Backend>(backend: &B) {
     assert!(store.delete_session("s-1").unwrap());
     assert_eq!(store.get_session("s-1", 50, None).unwrap(), None);
     assert!(!store.delete_session("s-1").unwrap());
-    let id = SqlValue::from("s-1");
+    let id = SqlValue::from(session_key("s-1"));
     let orphans = count(
         &db,
         &db.dialect()
@@ -442,26 +445,188 @@ impl RenderTest for Dialect {
     }
 }
 
-fn ensure_session_is_idempotent<B: Backend>(backend: &B) {
+fn sessions_start_under_fresh_ids_only<B: Backend>(backend: &B) {
     let db = ready(backend);
     let store = SessionStore::new(&db);
-    assert!(store.ensure_session("demo").unwrap());
+    let mut issued = 0;
     let first = store
-        .get_session("demo", 50, None)
-        .unwrap()
-        .unwrap()
-        .session;
-    store
-        .append_message("demo", Role::User, "hello", "[]", MessageStatus::Complete)
+        .start_session(|| {
+            issued += 1;
+            "first-session-id".to_owned()
+        })
         .unwrap();
-    assert!(!store.ensure_session("demo").unwrap());
-    let page = store.get_session("demo", 50, None).unwrap().unwrap();
-    assert_eq!(page.session, first, "an existing session is left as it was");
-    assert_eq!(page.messages.len(), 1);
-    assert!(matches!(
-        store.create_session("demo"),
-        Err(StoreError::Conflict(_))
-    ));
+    assert_eq!((first.id.as_str(), issued), ("first-session-id", 1));
+    assert_timestamp(&first.created_at);
+
+    // A taken id is drawn again, a bounded number of times; the session is never shared.
+    let mut draws = vec!["second-session-id", "first-session-id"];
+    let second = store
+        .start_session(|| draws.pop().unwrap().to_owned())
+        .unwrap();
+    assert_eq!(second.id, "second-session-id");
+    let mut attempts = 0;
+    let stuck = store.start_session(|| {
+        attempts += 1;
+        "first-session-id".to_owned()
+    });
+    assert!(matches!(stuck, Err(StoreError::Conflict(_))), "{stuck:?}");
+    assert_eq!(attempts, 3);
+    let Err(StoreError::Conflict(message)) = stuck else {
+        unreachable!()
+    };
+    assert!(!message.contains("first-session-id"), "{message}");
+
+    // Nothing creates a session as a side effect: appending to an unknown one changes nothing.
+    let unknown = store.append_message("demo", Role::User, "hi", "[]", MessageStatus::Complete);
+    match unknown {
+        Err(StoreError::NotFound(message)) => assert!(!message.contains("demo"), "{message}"),
+        other => panic!("expected NotFound, got {other:?}"),
+    }
+    assert_eq!(store.get_session("demo", 50, None).unwrap(), None);
+    assert_eq!(count(&db, "SELECT count(*) AS n FROM sessions", &[]), 2);
+    assert_eq!(count(&db, "SELECT count(*) AS n FROM messages", &[]), 0);
+}
+
+/// The database never holds an id, only its SHA-256 digest: someone who reads the tables (a
+/// backup, a replica, an operator) cannot take over a conversation.
+fn ids_are_stored_only_as_digests<B: Backend>(backend: &B) {
+    let db = ready(backend);
+    let store = SessionStore::new(&db);
+    let id = "Zq3-vT_8kLmN0pQrStUvWx";
+    store.create_session(id).unwrap();
+    let answer = store
+        .append_message(
+            id,
+            Role::Assistant,
+            "an answer",
+            "[]",
+            MessageStatus::Complete,
+        )
+        .unwrap();
+    assert!(store
+        .set_feedback(id, answer.id, Rating::Up, None, None)
+        .unwrap());
+    let key = session_key(id);
+    assert_eq!(key.len(), 64);
+    let stored = db.query("SELECT id FROM sessions", &[]).unwrap();
+    assert_eq!(stored.first().unwrap().text("id").unwrap(), key);
+    let stored = db.query("SELECT session_id FROM messages", &[]).unwrap();
+    assert_eq!(stored.first().unwrap().text("session_id").unwrap(), key);
+    // Reading, rating, context and deleting all find it by the id its holder knows.
+    let page = store.get_session(id, 50, None).unwrap().unwrap();
+    assert_eq!(page.session.id, id);
+    assert_eq!(
+        page.messages[0].feedback.as_ref().unwrap().rating,
+        Rating::Up
+    );
+    assert_eq!(store.recent_turns(id, 100).unwrap().len(), 1);
+    // The digest itself is not an id: presenting it finds nothing.
+    assert_eq!(store.get_session(&key, 50, None).unwrap(), None);
+    assert!(!store.delete_session(&key).unwrap());
+    assert!(store.delete_session(id).unwrap());
+}
+
+/// A database as the previous release left it (version 1, ids stored as sent) is migrated:
+/// sessions under ids the server issued keep their history, ratings and creation time under
+/// the same id; sessions under ids a client chose are deleted with everything in them.
+fn version_1_sessions_are_rekeyed_or_retired<B: Backend>(backend: &B) {
+    let db = backend.connect();
+    assert_eq!(migrate_to(&db, 1).unwrap(), vec![1]);
+    let issued_by_session_endpoint = "AbC-_0123456789abcdefg";
+    let issued_by_chat = "0123456789abcdef0123456789abcdef";
+    let chosen = ["demo", "reader-7", "my-own-long-session-name-for-testing"];
+    let render = |sql: &str| db.dialect().render_test(sql);
+    let insert_session = |id: &str, created_at: &str| {
+        db.execute(
+            &render("INSERT INTO sessions (id, created_at) VALUES ($1, $2)"),
+            &[id.into(), created_at.into()],
+        )
+        .unwrap();
+    };
+    let insert_message = |id: &str, role: &str, content: &str| -> i64 {
+        db.query(
+            &render(
+                "INSERT INTO messages (session_id, role, content, sources, status) \
+                 VALUES ($1, $2, $3, '[]', 'complete') RETURNING id",
+            ),
+            &[id.into(), role.into(), content.into()],
+        )
+        .unwrap()
+        .first()
+        .unwrap()
+        .integer("id")
+        .unwrap()
+    };
+    let mut kept_answers = Vec::new();
+    for id in [issued_by_session_endpoint, issued_by_chat] {
+        insert_session(id, "2026-01-02T03:04:05.678Z");
+        insert_message(id, "user", &format!("question in {id}"));
+        let answer = insert_message(id, "assistant", &format!("answer in {id}"));
+        db.execute(
+            &render("INSERT INTO feedback (message_id, rating, rated_at) VALUES ($1, 'up', $2)"),
+            &[answer.into(), "2026-01-02T03:04:06.000Z".into()],
+        )
+        .unwrap();
+        kept_answers.push(answer);
+    }
+    for id in chosen {
+        insert_session(id, "2026-01-02T03:04:05.678Z");
+        let answer = insert_message(id, "assistant", "public to anyone who guessed");
+        db.execute(
+            &render("INSERT INTO feedback (message_id, rating, rated_at) VALUES ($1, 'down', $2)"),
+            &[answer.into(), "2026-01-02T03:04:06.000Z".into()],
+        )
+        .unwrap();
+    }
+
+    assert_eq!(ensure_schema(&db).unwrap(), SchemaStatus::Migrated(vec![2]));
+    let store = SessionStore::new(&db);
+    for (id, answer) in [issued_by_session_endpoint, issued_by_chat]
+        .into_iter()
+        .zip(kept_answers)
+    {
+        let page = store.get_session(id, 50, None).unwrap().unwrap();
+        assert_eq!(page.session.created_at, "2026-01-02T03:04:05.678Z");
+        let contents: Vec<&str> = page.messages.iter().map(|m| m.content.as_str()).collect();
+        assert_eq!(
+            contents,
+            [format!("question in {id}"), format!("answer in {id}")]
+        );
+        assert_eq!(page.messages[1].id, answer);
+        assert_eq!(
+            page.messages[1].feedback.as_ref().unwrap().rating,
+            Rating::Up
+        );
+        // And the session goes on as any other.
+        store
+            .append_message(
+                id,
+                Role::User,
+                "after the upgrade",
+                "[]",
+                MessageStatus::Complete,
+            )
+            .unwrap();
+    }
+    for id in chosen {
+        assert_eq!(store.get_session(id, 50, None).unwrap(), None, "{id}");
+    }
+    assert_eq!(count(&db, "SELECT count(*) AS n FROM sessions", &[]), 2);
+    assert_eq!(count(&db, "SELECT count(*) AS n FROM messages", &[]), 6);
+    assert_eq!(count(&db, "SELECT count(*) AS n FROM feedback", &[]), 2);
+    let raw_ids = count(
+        &db,
+        &render(
+            "SELECT count(*) AS n FROM sessions WHERE id IN ($1, $2) \
+             OR id NOT IN (SELECT session_id FROM messages)",
+        ),
+        &[issued_by_session_endpoint.into(), issued_by_chat.into()],
+    );
+    assert_eq!(
+        raw_ids, 0,
+        "no id left in the clear, no session without its messages"
+    );
+    assert_eq!(ensure_schema(&db).unwrap(), SchemaStatus::Current);
 }
 
 fn missing_rows<B: Backend>(backend: &B) {
@@ -582,7 +747,7 @@ fn append_order_and_pagination<B: Backend>(backend: &B) {
 fn update_message_rewrites_a_streamed_answer<B: Backend>(backend: &B) {
     let db = ready(backend);
     let store = SessionStore::new(&db);
-    store.ensure_session("stream").unwrap();
+    store.create_session("stream").unwrap();
     let record = store
         .append_message(
             "stream",

@@ -6,6 +6,12 @@
 //! - `POST   /session/{id}/messages/{message_id}/feedback` `{rating, reason?, comment?}` -> 204
 //!
 //! Sessions live in PostgreSQL when `database_url` is set, else in the embedded SQLite database.
+//!
+//! A session id is a capability the server issues (here, or by `/chat` when asked without
+//! one); the database stores only its digest. Any well-formed id that is not a live session,
+//! whether never issued, mistyped or deleted, gets the same 404, and an id of the wrong shape
+//! gets 400 naming `session_id` before any lookup, so no answer says anything about sessions
+//! other than the one whose id was sent.
 
 use adapters::db::Db;
 use adapters::respond;
@@ -13,19 +19,20 @@ use rag_core::config::Settings;
 use rag_core::error::ApiError;
 use rag_core::store::{
     ensure_schema, page_before, page_limit, validate_comment, validate_reason, validate_session_id,
-    FieldError, Message, Rating, SessionPage, SessionStore, StoreError,
+    FieldError, Message, Rating, SessionPage, SessionStore, StoreError, UNKNOWN_SESSION,
 };
 use serde_json::{json, Map, Value};
 use spin_sdk::http::{Method, Request, Response};
 use spin_sdk::http_component;
 use spin_sdk::variables;
 
-/// A random id colliding with a taken one is practically impossible; retrying bounds the loop
-/// should the random source ever misbehave.
-const CREATE_ATTEMPTS: usize = 3;
-
 #[http_component]
 fn handle(request: Request) -> Response {
+    adapters::log::set_request_id(
+        request
+            .header("x-request-id")
+            .and_then(|value| value.as_str()),
+    );
     serve(&request).unwrap_or_else(|error| respond::error(&error))
 }
 
@@ -56,15 +63,19 @@ struct FeedbackBody {
 fn serve(request: &Request) -> Result<Response, ApiError> {
     let action = parse(request)?;
     let db = open_database()?;
-    ensure_schema(&db).map_err(|e| respond::store_failure(&e))?;
+    ensure_schema(&db).map_err(|e| store_failure(&e))?;
     let store = SessionStore::new(&db);
-    run(&store, action).map_err(|e| respond::store_failure(&e))
+    run(&store, action).map_err(|e| store_failure(&e))
+}
+
+fn store_failure(failure: &StoreError) -> ApiError {
+    respond::store_failure("session", failure)
 }
 
 fn open_database() -> Result<Db, ApiError> {
     let settings = Settings::from_lookup(|name| variables::get(name).ok())
         .map_err(|e| ApiError::internal(format!("invalid configuration: {e}")))?;
-    Db::open(settings.database_url.as_deref()).map_err(|e| respond::store_failure(&e))
+    Db::open(settings.database_url.as_deref()).map_err(|e| store_failure(&e))
 }
 
 /// The path below `/session`, as the runner (and Spin) pass it in `spin-path-info`.
@@ -202,14 +213,7 @@ fn optional_text(object: &mut Map<String, Value>, field: &str) -> Result<Option<
 fn run(store: &SessionStore<'_, Db>, action: Action) -> Result<Response, StoreError> {
     match action {
         Action::Create => {
-            let mut attempts = 0;
-            let session = loop {
-                attempts += 1;
-                match store.create_session(&adapters::ids::new_session_id()) {
-                    Err(StoreError::Conflict(_)) if attempts < CREATE_ATTEMPTS => continue,
-                    other => break other?,
-                }
-            };
+            let session = store.start_session(adapters::ids::new_session_id)?;
             Ok(respond::json(
                 201,
                 &json!({"session_id": session.id, "created_at": session.created_at}),
@@ -221,13 +225,13 @@ fn run(store: &SessionStore<'_, Db>, action: Action) -> Result<Response, StoreEr
             before,
         } => match store.get_session(&session_id, limit, before)? {
             Some(page) => page_json(&page).map(|body| respond::json(200, &body)),
-            None => Err(session_not_found(&session_id)),
+            None => Err(session_not_found()),
         },
         Action::Delete { session_id } => {
             if store.delete_session(&session_id)? {
                 Ok(no_content())
             } else {
-                Err(session_not_found(&session_id))
+                Err(session_not_found())
             }
         }
         Action::Rate {
@@ -245,18 +249,19 @@ fn run(store: &SessionStore<'_, Db>, action: Action) -> Result<Response, StoreEr
             if rated {
                 Ok(no_content())
             } else if store.get_session(&session_id, 1, None)?.is_none() {
-                Err(session_not_found(&session_id))
+                Err(session_not_found())
             } else {
+                // Only the holder of this session's id gets here.
                 Err(StoreError::NotFound(format!(
-                    "session {session_id} has no answer with message id {message_id}"
+                    "this session has no answer with message id {message_id}"
                 )))
             }
         }
     }
 }
 
-fn session_not_found(session_id: &str) -> StoreError {
-    StoreError::NotFound(format!("no session {session_id}"))
+fn session_not_found() -> StoreError {
+    StoreError::NotFound(UNKNOWN_SESSION.into())
 }
 
 fn no_content() -> Response {

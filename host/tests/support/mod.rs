@@ -1,6 +1,8 @@
 //! Runs the real runner in-process on an ephemeral port, over the real built `.wasm` files.
 #![allow(dead_code)]
 
+pub mod logs;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -97,6 +99,16 @@ pub async fn start(options: Options<'_>) -> Server {
     ];
     if !options.args.contains(&"--max-concurrent-requests") {
         args.extend_from_slice(&["--max-concurrent-requests", "64"]);
+    }
+    // One test client sends every request; the chat and session-write budgets are tested
+    // through the runner binary (tests/runner.rs).
+    for budget in [
+        "--chat-rate-limit-per-minute",
+        "--session-write-rate-limit-per-minute",
+    ] {
+        if !options.args.contains(&budget) {
+            args.extend_from_slice(&[budget, "0"]);
+        }
     }
     args.extend_from_slice(options.args);
     let (runtime_settings, server_settings) = settings_from_args(&args);

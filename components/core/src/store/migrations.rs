@@ -7,7 +7,7 @@
 //! `schema_migrations(version, applied_at)`.
 //!
 //! Schema (version 1):
-//! - `sessions(id TEXT PRIMARY KEY, created_at TEXT)`; the id is chosen by the caller.
+//! - `sessions(id TEXT PRIMARY KEY, created_at TEXT)`.
 //! - `messages(id, session_id -> sessions ON DELETE CASCADE, role 'user'|'assistant', content,
 //!   sources TEXT holding a JSON array, status 'complete'|'incomplete', created_at)`; `id` is a
 //!   BIGINT identity on PostgreSQL and an `INTEGER PRIMARY KEY AUTOINCREMENT` on SQLite, so ids
@@ -15,7 +15,16 @@
 //! - `feedback(message_id PRIMARY KEY -> messages ON DELETE CASCADE, rating 'up'|'down', reason,
 //!   comment, rated_at)`: a table rather than columns on `messages`, so a message without a
 //!   rating carries no empty columns and a new rating replaces the old one by primary key.
+//!
+//! Version 2 keeps the tables and changes what the keys hold: `sessions.id` and
+//! `messages.session_id` are the SHA-256 digest of the session id (see
+//! [`session_key`](super::session_key)), never the id itself. Stored sessions are rewritten
+//! under their digest, so readers holding an id the server issued keep their history; a session
+//! whose id a client chose (any other shape, e.g. "demo") was readable by anyone who guessed
+//! it, is no one's capability, and is deleted with its messages and ratings.
 
+use super::session_ids::{has_issued_shape, session_key};
+use super::sessions::delete_stored_session;
 use super::{in_transaction, Database, Dialect, SqlValue, StoreError};
 
 /// One schema change, written once per dialect.
@@ -25,6 +34,16 @@ pub struct Migration {
     pub description: &'static str,
     pub postgres: &'static [&'static str],
     pub sqlite: &'static [&'static str],
+    /// A change to stored rows that SQL cannot express on both backends (SQLite has no
+    /// SHA-256), run after the statements, inside the same transaction.
+    pub rewrite: Option<Rewrite>,
+}
+
+/// Row rewrites done in Rust.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rewrite {
+    /// Re-keys every session under the digest of its id; deletes client-chosen ones.
+    SessionIdsToDigests,
 }
 
 impl Migration {
@@ -37,16 +56,17 @@ impl Migration {
 }
 
 /// Every migration, in version order.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "sessions, messages and feedback",
-    postgres: &[
-        r#"CREATE TABLE sessions (
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "sessions, messages and feedback",
+        postgres: &[
+            r#"CREATE TABLE sessions (
             id TEXT PRIMARY KEY,
             created_at TEXT NOT NULL
                 DEFAULT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
         )"#,
-        r#"CREATE TABLE messages (
+            r#"CREATE TABLE messages (
             id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
             session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
             role TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
@@ -56,8 +76,8 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             created_at TEXT NOT NULL
                 DEFAULT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
         )"#,
-        "CREATE INDEX messages_session_id_id ON messages (session_id, id)",
-        r#"CREATE TABLE feedback (
+            "CREATE INDEX messages_session_id_id ON messages (session_id, id)",
+            r#"CREATE TABLE feedback (
             message_id BIGINT PRIMARY KEY REFERENCES messages (id) ON DELETE CASCADE,
             rating TEXT NOT NULL CHECK (rating IN ('up', 'down')),
             reason TEXT,
@@ -65,13 +85,13 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             rated_at TEXT NOT NULL
                 DEFAULT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
         )"#,
-    ],
-    sqlite: &[
-        "CREATE TABLE sessions (
+        ],
+        sqlite: &[
+            "CREATE TABLE sessions (
             id TEXT PRIMARY KEY NOT NULL,
             created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
         )",
-        "CREATE TABLE messages (
+            "CREATE TABLE messages (
             id INTEGER PRIMARY KEY AUTOINCREMENT,
             session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
             role TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
@@ -80,16 +100,25 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             status TEXT NOT NULL CHECK (status IN ('complete', 'incomplete')),
             created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
         )",
-        "CREATE INDEX messages_session_id_id ON messages (session_id, id)",
-        "CREATE TABLE feedback (
+            "CREATE INDEX messages_session_id_id ON messages (session_id, id)",
+            "CREATE TABLE feedback (
             message_id INTEGER PRIMARY KEY NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
             rating TEXT NOT NULL CHECK (rating IN ('up', 'down')),
             reason TEXT,
             comment TEXT,
             rated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
         )",
-    ],
-}];
+        ],
+        rewrite: None,
+    },
+    Migration {
+        version: 2,
+        description: "sessions keyed by the SHA-256 digest of their id",
+        postgres: &[],
+        sqlite: &[],
+        rewrite: Some(Rewrite::SessionIdsToDigests),
+    },
+];
 
 /// The version the code expects: the last entry of [`MIGRATIONS`].
 pub const LATEST_SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].version;
@@ -133,6 +162,12 @@ pub fn ensure_schema(db: &(impl Database + ?Sized)) -> Result<SchemaStatus, Stor
 /// Applies every pending migration in one transaction, serialised against concurrent callers,
 /// and returns the versions it applied. Safe to call any number of times.
 pub fn migrate(db: &(impl Database + ?Sized)) -> Result<Vec<i64>, StoreError> {
+    migrate_to(db, LATEST_SCHEMA_VERSION)
+}
+
+/// [`migrate`], stopping after version `target`: lets tests build a database as an older
+/// release left it.
+pub fn migrate_to(db: &(impl Database + ?Sized), target: i64) -> Result<Vec<i64>, StoreError> {
     let dialect = db.dialect();
     in_transaction(db, |db| {
         if dialect == Dialect::Postgres {
@@ -158,7 +193,10 @@ pub fn migrate(db: &(impl Database + ?Sized)) -> Result<Vec<i64>, StoreError> {
             .map(|row| row.integer("version"))
             .collect::<Result<Vec<_>, _>>()?;
         let mut newly_applied = Vec::new();
-        for migration in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
+        let pending = MIGRATIONS
+            .iter()
+            .filter(|m| m.version <= target && !applied.contains(&m.version));
+        for migration in pending {
             for statement in migration.statements(dialect) {
                 db.execute(statement, &[]).map_err(|error| match error {
                     StoreError::Query(message) => StoreError::Query(format!(
@@ -167,6 +205,10 @@ pub fn migrate(db: &(impl Database + ?Sized)) -> Result<Vec<i64>, StoreError> {
                     )),
                     other => other,
                 })?;
+            }
+            match migration.rewrite {
+                Some(Rewrite::SessionIdsToDigests) => session_ids_to_digests(db)?,
+                None => {}
             }
             db.execute(
                 &dialect.render(
@@ -178,6 +220,38 @@ pub fn migrate(db: &(impl Database + ?Sized)) -> Result<Vec<i64>, StoreError> {
         }
         Ok(newly_applied)
     })
+}
+
+/// Migration 2's rewrite. Each session is copied under its digest, its messages moved over,
+/// and the old row deleted: the order keeps every message pointing at an existing session, as
+/// PostgreSQL's foreign key requires. One pass over the sessions, run once per database.
+fn session_ids_to_digests<D: Database + ?Sized>(db: &D) -> Result<(), StoreError> {
+    let dialect = db.dialect();
+    let stored = db.query("SELECT id FROM sessions", &[])?;
+    for row in stored.iter() {
+        let id = row.text("id")?;
+        if !has_issued_shape(&id) {
+            delete_stored_session(db, &id)?;
+            continue;
+        }
+        let params = [SqlValue::from(id.as_str()), session_key(&id).into()];
+        db.execute(
+            &dialect.render(
+                "INSERT INTO sessions (id, created_at) SELECT $2, created_at FROM sessions \
+                 WHERE id = $1",
+            ),
+            &params,
+        )?;
+        db.execute(
+            &dialect.render("UPDATE messages SET session_id = $2 WHERE session_id = $1"),
+            &params,
+        )?;
+        db.execute(
+            &dialect.render("DELETE FROM sessions WHERE id = $1"),
+            &params[..1],
+        )?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

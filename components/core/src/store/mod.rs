@@ -12,17 +12,22 @@
 //! produced by the database itself so both backends return the same shape.
 
 mod migrations;
+mod session_ids;
 mod sessions;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod validation;
 
 pub use migrations::{
-    ensure_schema, migrate, schema_version, Migration, SchemaStatus, LATEST_SCHEMA_VERSION,
-    MIGRATIONS,
+    ensure_schema, migrate, migrate_to, schema_version, Migration, Rewrite, SchemaStatus,
+    LATEST_SCHEMA_VERSION, MIGRATIONS,
+};
+pub use session_ids::{
+    session_id_from_random, session_key, SESSION_ID_CHARS, SESSION_ID_RANDOM_BYTES,
 };
 pub use sessions::{
-    Feedback, Message, MessageRecord, MessageStatus, Role, Session, SessionPage, SessionStore, Turn,
+    Feedback, Message, MessageRecord, MessageStatus, Role, Session, SessionPage, SessionStore,
+    Turn, UNKNOWN_SESSION,
 };
 pub use validation::{
     page_before, page_limit, valid_session_id, validate_comment, validate_reason,
@@ -217,6 +222,7 @@ pub enum StoreError {
     /// A statement failed (500 `database_error`).
     Query(String),
     /// The row already exists, e.g. creating a session under a taken id (409 `conflict`).
+    /// Messages of this variant and of `NotFound` are written for clients and never hold ids.
     Conflict(String),
     /// The row an operation needs does not exist, e.g. appending to a deleted session (404).
     NotFound(String),

@@ -2,8 +2,14 @@
 
 use serde::Serialize;
 
+use super::session_ids::session_key;
 use super::validation::{reject_nul, MAX_PAGE_LIMIT};
 use super::{in_transaction, Database, Dialect, Rating, Row, SqlValue, StoreError};
+
+/// Why an operation on a session found nothing. The same words whatever the id, so an answer
+/// tells nobody more than that the id they sent is not a session.
+pub const UNKNOWN_SESSION: &str =
+    "no session has this id; start one with POST /session, or POST /chat without a session_id";
 
 /// Who wrote a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -60,6 +66,7 @@ impl MessageStatus {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
+    /// The id as its holder knows it; the database holds only its digest.
     pub id: String,
     /// RFC 3339 UTC with milliseconds, e.g. `2026-11-23T15:04:05.123Z`.
     pub created_at: String,
@@ -144,29 +151,40 @@ impl<'a, D: Database + ?Sized> SessionStore<'a, D> {
         self.db.execute(&self.dialect().render(template), params)
     }
 
-    /// Creates a session under an id the caller chose; a taken id is a [`StoreError::Conflict`].
+    /// Creates a session under a freshly issued id (see
+    /// [`session_id_from_random`](super::session_id_from_random)); a taken id is a
+    /// [`StoreError::Conflict`]. The database keeps only the id's digest.
     pub fn create_session(&self, id: &str) -> Result<Session, StoreError> {
         reject_nul("session_id", id)?;
         let rows = self.query(
             "INSERT INTO sessions (id) VALUES ($1) ON CONFLICT (id) DO NOTHING \
-             RETURNING id, created_at",
-            &[id.into()],
+             RETURNING created_at",
+            &[session_key(id).into()],
         )?;
         match rows.first() {
-            Some(row) => session_from_row(row),
-            None => Err(StoreError::Conflict(format!("session {id} already exists"))),
+            Some(row) => Ok(Session {
+                id: id.to_owned(),
+                created_at: row.text("created_at")?,
+            }),
+            None => Err(StoreError::Conflict("the new session id is taken".into())),
         }
     }
 
-    /// Creates the session unless it exists; returns whether it was created now. Chat uses this
-    /// because a client may name a session (e.g. "demo") before ever creating it.
-    pub fn ensure_session(&self, id: &str) -> Result<bool, StoreError> {
-        reject_nul("session_id", id)?;
-        let created = self.execute(
-            "INSERT INTO sessions (id) VALUES ($1) ON CONFLICT (id) DO NOTHING",
-            &[id.into()],
-        )?;
-        Ok(created > 0)
+    /// Starts a session under an id from `issue_id`, drawing again should one be taken: with
+    /// 132 random bits that never happens, and the bound keeps a broken random source from
+    /// looping forever.
+    pub fn start_session(
+        &self,
+        mut issue_id: impl FnMut() -> String,
+    ) -> Result<Session, StoreError> {
+        const ATTEMPTS: usize = 3;
+        let mut attempt = 1;
+        loop {
+            match self.create_session(&issue_id()) {
+                Err(StoreError::Conflict(_)) if attempt < ATTEMPTS => attempt += 1,
+                outcome => return outcome,
+            }
+        }
     }
 
     /// A page of the session's history, or `None` if there is no such session: at most `limit`
@@ -178,12 +196,17 @@ impl<'a, D: Database + ?Sized> SessionStore<'a, D> {
         before: Option<i64>,
     ) -> Result<Option<SessionPage>, StoreError> {
         reject_nul("session_id", id)?;
+        let key = session_key(id);
         let sessions = self.query(
-            "SELECT id, created_at FROM sessions WHERE id = $1",
-            &[id.into()],
+            "SELECT created_at FROM sessions WHERE id = $1",
+            &[key.as_str().into()],
         )?;
-        let Some(session) = sessions.first().map(session_from_row).transpose()? else {
+        let Some(row) = sessions.first() else {
             return Ok(None);
+        };
+        let session = Session {
+            id: id.to_owned(),
+            created_at: row.text("created_at")?,
         };
         let limit = limit.clamp(1, MAX_PAGE_LIMIT);
         // One extra row tells whether an older page exists without a second query.
@@ -194,7 +217,7 @@ impl<'a, D: Database + ?Sized> SessionStore<'a, D> {
                  LEFT JOIN feedback f ON f.message_id = m.id \
                  WHERE m.session_id = $1 AND m.id < $2 ORDER BY m.id DESC LIMIT $3"
             ),
-            &[id.into(), before.unwrap_or(i64::MAX).into(), fetch.into()],
+            &[key.into(), before.unwrap_or(i64::MAX).into(), fetch.into()],
         )?;
         let mut messages = rows
             .iter()
@@ -217,23 +240,16 @@ impl<'a, D: Database + ?Sized> SessionStore<'a, D> {
     /// Deletes the session with its messages and ratings; returns whether it existed.
     pub fn delete_session(&self, id: &str) -> Result<bool, StoreError> {
         reject_nul("session_id", id)?;
+        let key = session_key(id);
         match self.dialect() {
             Dialect::Postgres => {
-                let deleted = self.execute("DELETE FROM sessions WHERE id = $1", &[id.into()])?;
+                let deleted =
+                    self.execute("DELETE FROM sessions WHERE id = $1", &[key.as_str().into()])?;
                 Ok(deleted > 0)
             }
             // SQLite enforces foreign keys (and so ON DELETE CASCADE) only on connections that
             // enabled them, which a host may not do: delete the children explicitly.
-            Dialect::Sqlite => in_transaction(self.db, |_| {
-                self.execute(
-                    "DELETE FROM feedback WHERE message_id IN \
-                     (SELECT id FROM messages WHERE session_id = $1)",
-                    &[id.into()],
-                )?;
-                self.execute("DELETE FROM messages WHERE session_id = $1", &[id.into()])?;
-                let deleted = self.execute("DELETE FROM sessions WHERE id = $1", &[id.into()])?;
-                Ok(deleted > 0)
-            }),
+            Dialect::Sqlite => in_transaction(self.db, |db| delete_stored_session(db, &key)),
         }
     }
 
@@ -258,7 +274,7 @@ impl<'a, D: Database + ?Sized> SessionStore<'a, D> {
              FROM sessions WHERE id = $1 \
              RETURNING id, created_at",
             &[
-                session_id.into(),
+                session_key(session_id).into(),
                 role.as_str().into(),
                 content.into(),
                 sources_json.into(),
@@ -267,7 +283,7 @@ impl<'a, D: Database + ?Sized> SessionStore<'a, D> {
         )?;
         let row = rows
             .first()
-            .ok_or_else(|| StoreError::NotFound(format!("session {session_id}")))?;
+            .ok_or_else(|| StoreError::NotFound(UNKNOWN_SESSION.into()))?;
         Ok(MessageRecord {
             id: row.integer("id")?,
             created_at: row.text("created_at")?,
@@ -324,7 +340,7 @@ impl<'a, D: Database + ?Sized> SessionStore<'a, D> {
              ON CONFLICT (message_id) DO UPDATE SET rating = excluded.rating, \
              reason = excluded.reason, comment = excluded.comment, rated_at = {now}",
             &[
-                session_id.into(),
+                session_key(session_id).into(),
                 message_id.into(),
                 rating.as_str().into(),
                 reason.into(),
@@ -352,7 +368,7 @@ impl<'a, D: Database + ?Sized> SessionStore<'a, D> {
                      SUM(length(content)) OVER (ORDER BY id DESC) AS running_chars \
                  FROM messages WHERE session_id = $1 AND status = 'complete' \
              ) newest WHERE running_chars <= $2 ORDER BY id",
-            &[session_id.into(), budget.into()],
+            &[session_key(session_id).into(), budget.into()],
         )?;
         rows.iter()
             .map(|row| {
@@ -365,11 +381,25 @@ impl<'a, D: Database + ?Sized> SessionStore<'a, D> {
     }
 }
 
-fn session_from_row(row: Row<'_>) -> Result<Session, StoreError> {
-    Ok(Session {
-        id: row.text("id")?,
-        created_at: row.text("created_at")?,
-    })
+/// Deletes a session stored under `key` with its messages and ratings, children first, so it
+/// works whether or not the connection enforces foreign keys; returns whether it existed. Run
+/// it inside a transaction.
+pub(crate) fn delete_stored_session<D: Database + ?Sized>(
+    db: &D,
+    key: &str,
+) -> Result<bool, StoreError> {
+    let render = |sql: &str| db.dialect().render(sql);
+    let key = [SqlValue::from(key)];
+    db.execute(
+        &render(
+            "DELETE FROM feedback WHERE message_id IN \
+             (SELECT id FROM messages WHERE session_id = $1)",
+        ),
+        &key,
+    )?;
+    db.execute(&render("DELETE FROM messages WHERE session_id = $1"), &key)?;
+    let deleted = db.execute(&render("DELETE FROM sessions WHERE id = $1"), &key)?;
+    Ok(deleted > 0)
 }
 
 fn message_from_row(row: Row<'_>) -> Result<Message, StoreError> {
