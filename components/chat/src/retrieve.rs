@@ -6,8 +6,8 @@ use rag_core::config::{RetrievalMode, Settings};
 use rag_core::error::ApiError;
 use rag_core::pipeline;
 use rag_core::retrieval::Passage;
+use rag_core::embedded_index;
 use rag_core::search_index;
-use rag_core::store::StoreError;
 use rag_core::upstream::cohere::{apply_rerank, Cohere, InputType};
 use rag_core::upstream::qdrant::Qdrant;
 use rag_core::upstream::{Service, UpstreamError};
@@ -99,15 +99,16 @@ fn rerank_document(passage: &Passage) -> String {
 fn keyword(query: &str, top_k: u32, threshold: f32) -> Result<Vec<Passage>, ApiError> {
     let db = Db::embedded().map_err(store_failure)?;
     let passages = match search_index::search(&db, query, top_k) {
-        Ok(passages) => passages,
-        Err(StoreError::Query(message)) if message.contains("no such table") => {
-            return Err(ApiError::new(
-                503,
-                "index_unavailable",
-                "the embedded search index has not been built: run `host ingest` first",
-            ))
+        Ok(passages) if !passages.is_empty() => passages,
+        // No match, or no index to search: the check readiness uses tells an unanswerable
+        // question from a missing or empty index, at no cost when something matched.
+        searched => {
+            let state = embedded_index::state(&db).map_err(store_failure)?;
+            if let Some(unavailable) = state.unavailable() {
+                return Err(unavailable);
+            }
+            searched.map_err(store_failure)?
         }
-        Err(error) => return Err(store_failure(error)),
     };
     Ok(pipeline::relevant_passages(passages, threshold, top_k))
 }

@@ -8,6 +8,7 @@ pub mod citations;
 pub mod config;
 #[cfg(feature = "docs")]
 pub mod docs;
+pub mod embedded_index;
 pub mod error;
 pub mod extractive;
 pub mod pipeline;

@@ -12,7 +12,11 @@ pub enum Dependency {
     Qdrant,
     Cohere,
     Llm,
+    /// The keyless search index (SQLite FTS5), checked as chat uses it.
     EmbeddedIndex,
+    /// The embedded SQLite database holding sessions, when neither PostgreSQL nor the
+    /// embedded index (which lives in it) is checked.
+    EmbeddedDatabase,
 }
 
 impl Dependency {
@@ -23,6 +27,7 @@ impl Dependency {
             Dependency::Cohere => "cohere",
             Dependency::Llm => "llm",
             Dependency::EmbeddedIndex => "embedded_index",
+            Dependency::EmbeddedDatabase => "embedded_database",
         }
     }
 }
@@ -71,6 +76,22 @@ pub fn http_probes(settings: &Settings) -> Vec<(Dependency, http::Request<Vec<u8
         }
     }
     probes
+}
+
+/// The databases chat needs under these settings: PostgreSQL when it holds the sessions, the
+/// embedded index when retrieval is by keyword (whatever holds the sessions), and otherwise the
+/// embedded database the sessions live in.
+pub fn database_checks(settings: &Settings) -> Vec<Dependency> {
+    let mut checks = Vec::new();
+    if settings.database_url.is_some() {
+        checks.push(Dependency::Postgres);
+    }
+    if settings.retrieval_mode() == RetrievalMode::Keyword {
+        checks.push(Dependency::EmbeddedIndex);
+    } else if settings.database_url.is_none() {
+        checks.push(Dependency::EmbeddedDatabase);
+    }
+    checks
 }
 
 /// Judges a probe's HTTP status.
@@ -176,6 +197,23 @@ mod tests {
         assert_eq!(status, 503);
         assert_eq!(body["checks"]["llm"]["status"], "down");
         assert!(!body.to_string().contains("secret"));
+    }
+
+    #[test]
+    fn database_checks_follow_what_chat_uses() {
+        use Dependency::*;
+        assert_eq!(database_checks(&settings(&[])), [EmbeddedIndex]);
+        assert_eq!(
+            database_checks(&settings(&[("database_url", "postgres://db/x")])),
+            [Postgres, EmbeddedIndex]
+        );
+        let vector = [
+            ("qdrant_url", "https://q.example"),
+            ("cohere_api_key", "ck"),
+        ];
+        assert_eq!(database_checks(&settings(&vector)), [EmbeddedDatabase]);
+        let vector_pg = [vector[0], vector[1], ("database_url", "postgres://db/x")];
+        assert_eq!(database_checks(&settings(&vector_pg)), [Postgres]);
     }
 
     #[test]

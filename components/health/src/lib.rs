@@ -3,10 +3,13 @@
 
 use std::time::Duration;
 
-use adapters::respond::json;
+use adapters::db::Db;
+use adapters::respond::{self, json};
 use adapters::timer;
 use rag_core::config::Settings;
+use rag_core::embedded_index;
 use rag_core::readiness::{self, Check, Dependency};
+use rag_core::store::{Database, StoreError};
 use spin_sdk::http::{IntoResponse, Request};
 use spin_sdk::http_component;
 use spin_sdk::variables;
@@ -16,6 +19,11 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[http_component]
 async fn handle(request: Request) -> impl IntoResponse {
+    adapters::log::set_request_id(
+        request
+            .header("x-request-id")
+            .and_then(|value| value.as_str()),
+    );
     let path = request.path().trim_end_matches('/');
     let service = variables::get("service_name").unwrap_or_else(|_| "ai-book-rag".into());
     if *request.method() != spin_sdk::http::Method::Get {
@@ -66,40 +74,39 @@ async fn ready(service: &str) -> spin_sdk::http::Response {
                 }
             });
     let mut checks = futures::future::join_all(probes).await;
-    checks.push(match &settings.database_url {
-        Some(url) => check_postgres(url),
-        None => check_embedded(),
-    });
+    for dependency in readiness::database_checks(&settings) {
+        checks.push(check_database(dependency, settings.database_url.as_deref()));
+    }
     let (status, body) = readiness::report(service, VERSION, &settings, &checks);
     json(status, &body)
 }
 
-fn check_postgres(url: &str) -> Check {
+/// Opens the database and asks it what chat would: `SELECT 1` of PostgreSQL and of the
+/// embedded database; of the embedded index, whether it holds anything to search.
+fn check_database(dependency: Dependency, database_url: Option<&str>) -> Check {
     let started = timer::now();
-    let outcome = spin_sdk::pg4::Connection::open(url)
-        .and_then(|conn| conn.query("SELECT 1", &[]).map(|_| ()));
+    let outcome = match dependency {
+        Dependency::Postgres => {
+            Db::open(database_url).and_then(|db| db.query("SELECT 1", &[]).map(|_| None))
+        }
+        Dependency::EmbeddedIndex => Db::embedded()
+            .and_then(|db| embedded_index::state(&db))
+            .map(|state| state.problem()),
+        _ => Db::embedded().and_then(|db| db.query("SELECT 1", &[]).map(|_| None)),
+    };
+    let detail = match outcome {
+        Ok(problem) => problem.map(str::to_owned),
+        Err(failure) => Some(failure_detail(&failure)),
+    };
     Check {
-        dependency: Dependency::Postgres,
-        up: outcome.is_ok(),
+        dependency,
+        up: detail.is_none(),
         latency_ms: timer::since(started).as_millis() as u64,
-        detail: outcome.err().map(|e| match e {
-            spin_sdk::pg4::PgError::ConnectionFailed(_) => "connection failed".to_string(),
-            _ => "query failed".to_string(),
-        }),
+        detail,
     }
 }
 
-/// The keyless mode's SQLite database (sessions and the FTS5 index).
-fn check_embedded() -> Check {
-    let started = timer::now();
-    let outcome = spin_sdk::sqlite3::Connection::open_default()
-        .and_then(|conn| conn.execute("SELECT 1", &[]).map(|_| ()));
-    Check {
-        dependency: Dependency::EmbeddedIndex,
-        up: outcome.is_ok(),
-        latency_ms: timer::since(started).as_millis() as u64,
-        detail: outcome
-            .err()
-            .map(|_| "cannot open the embedded database".to_string()),
-    }
+/// The report shows what a client would see; the log gets what the database said.
+fn failure_detail(failure: &StoreError) -> String {
+    respond::store_failure("health", failure).message
 }
