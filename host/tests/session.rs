@@ -1263,3 +1263,32 @@ async fn database_failures_are_logged_with_the_request_id_and_never_answered() {
         );
     }
 }
+
+/// A first question that cannot be answered returns no session id, so the session it started
+/// would belong to nobody: it is not kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_first_question_leaves_no_session_behind() {
+    // No embedded index yet: chat answers 503 index_unavailable.
+    let server = start(Options {
+        args: UNLIMITED,
+        ..Options::default()
+    })
+    .await;
+    let api = Api::new(&server);
+    let failed = api.chat(&json!({ "query": QUESTION })).await;
+    assert_error(&failed, 503, "index_unavailable", None);
+    let direct = Direct::sqlite(&server);
+    assert_eq!(direct.count("sessions").await, 0);
+    assert_eq!(direct.count("messages").await, 0);
+
+    // A session the reader holds keeps the question even when the answer fails.
+    let id = api.create().await;
+    let failed = api
+        .chat(&json!({"query": QUESTION, "session_id": id}))
+        .await;
+    assert_error(&failed, 503, "index_unavailable", None);
+    assert_eq!(
+        api.history(&id).await,
+        [("user".to_owned(), QUESTION.to_owned())]
+    );
+}

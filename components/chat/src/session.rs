@@ -1,5 +1,7 @@
 //! The conversation a question belongs to: its earlier turns, and the turns this request adds.
 
+use std::cell::Cell;
+
 use adapters::db::Db;
 use adapters::respond;
 use rag_core::chat::ChatRequest;
@@ -13,6 +15,10 @@ pub struct Conversation {
     pub session_id: String,
     /// Earlier complete turns within the history budget, oldest first (this question excluded).
     pub history: Vec<Turn>,
+    /// Started by this request and no answer stored yet: its id has reached no one, so if the
+    /// request fails the session is deleted rather than left where nobody can read or delete
+    /// it.
+    unclaimed: Cell<bool>,
 }
 
 /// How a storage failure reaches the client: the stable code; the detail goes to the log.
@@ -22,13 +28,15 @@ pub fn store_failure(error: StoreError) -> ApiError {
 
 impl Conversation {
     /// Continues the session the request names, or starts one under a new server-issued id
-    /// when it names none; reads its recent turns, then stores the question, so the question
-    /// is kept even when answering it fails. An id the server never issued (or one deleted
-    /// since) is 404 `not_found`: sessions are never created under an id a client chose.
+    /// when it names none; reads its recent turns, then stores the question, so in a session
+    /// the reader holds the question is kept even when answering it fails. An id the server
+    /// never issued (or one deleted since) is 404 `not_found`: sessions are never created
+    /// under an id a client chose.
     pub fn open(settings: &Settings, request: &ChatRequest) -> Result<Self, ApiError> {
         let db = Db::open(settings.database_url.as_deref()).map_err(store_failure)?;
         store::ensure_schema(&db).map_err(store_failure)?;
         let sessions = SessionStore::new(&db);
+        let unclaimed = request.session_id.is_none();
         let session_id = match &request.session_id {
             Some(id) => id.clone(),
             None => {
@@ -56,6 +64,7 @@ impl Conversation {
             db,
             session_id,
             history,
+            unclaimed: Cell::new(unclaimed),
         })
     }
 
@@ -74,7 +83,10 @@ impl Conversation {
                 sources_json,
                 status,
             )
-            .map(|record| record.id)
+            .map(|record| {
+                self.unclaimed.set(false);
+                record.id
+            })
             .map_err(store_failure)
     }
 
@@ -94,6 +106,19 @@ impl Conversation {
                 "chat",
                 format!("could not save message {message_id}: {error}"),
             );
+        }
+    }
+}
+
+impl Drop for Conversation {
+    fn drop(&mut self) {
+        if self.unclaimed.get() {
+            if let Err(error) = SessionStore::new(&self.db).delete_session(&self.session_id) {
+                adapters::log::failure(
+                    "chat",
+                    format_args!("could not delete a new session left without an answer: {error}"),
+                );
+            }
         }
     }
 }
