@@ -6,6 +6,7 @@ pub mod check;
 pub mod config;
 pub mod engine;
 pub mod errors;
+pub mod eval;
 pub mod ingest;
 pub mod manifest;
 pub mod metrics;

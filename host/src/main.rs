@@ -31,6 +31,8 @@ enum Command {
     },
     /// Index a Docusaurus docs folder into Qdrant (Cohere embeddings) or the embedded SQLite index.
     Ingest(host::ingest::IngestArgs),
+    /// Ask labelled questions through /chat; print recall@k, MRR and the off-topic refusal rate.
+    Eval(host::eval::EvalArgs),
     /// Validate spin.toml and the environment; print what is configured (names, never values).
     Check {
         #[command(flatten)]
@@ -105,6 +107,7 @@ async fn run(command: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Ingest(args) => host::ingest::run(args).await,
+        Command::Eval(args) => host::eval::run(args).await,
         Command::Check {
             runtime,
             production,

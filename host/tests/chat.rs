@@ -9,7 +9,7 @@ use rag_core::docs::SiteConfig;
 use rag_core::extractive::{EXTRACTIVE_LABEL, REFUSAL};
 use rag_core::retrieval::Passage;
 use rag_core::sse::{SseEvent, SseParser};
-use rag_core::upstream::qdrant::{NewPoint, Qdrant};
+use rag_core::upstream::qdrant::{Layout, NewPoint, Qdrant};
 use serde_json::{json, Value};
 use support::{start, Options, Server};
 use upstream_doubles::{Doubles, Endpoint, Fault};
@@ -87,11 +87,15 @@ async fn seed_qdrant(doubles: &Doubles) {
         .map(|(i, passage)| NewPoint {
             id: format!("00000000-0000-4000-8000-{:012}", i + 1),
             vector: Doubles::embed(&passage.text),
+            sparse: rag_core::keywords::sparse_vector(&format!(
+                "{} — {}\n\n{}",
+                passage.title, passage.heading, passage.text
+            )),
             hash: format!("hash-{i}"),
             passage,
         })
         .collect();
-    let upserted = send_core_request(qdrant.upsert_request(&points)).await;
+    let upserted = send_core_request(qdrant.upsert_request(&points, Layout::Hybrid)).await;
     assert!(
         upserted.status().is_success(),
         "{}",
@@ -283,11 +287,21 @@ async fn json_answer_cites_the_retrieved_passages() {
     assert_eq!(sources[0]["title"], "Locomotion and balance");
     for (i, source) in sources.iter().enumerate() {
         assert_eq!(source["n"], i + 1);
-        assert!(
-            source["score"].as_f64().unwrap() >= 0.3,
-            "below threshold: {source}"
-        );
     }
+    // One hybrid Query API call: dense candidates above the similarity threshold, ranked
+    // again by the question's keywords, fused by RRF.
+    let query = doubles.last_request(Endpoint::QdrantQuery).unwrap();
+    assert_eq!(doubles.calls(Endpoint::QdrantQuery), 1);
+    assert_eq!(query["query"], json!({"fusion": "rrf"}));
+    let dense = &query["prefetch"][0];
+    assert_eq!(dense["using"], "dense");
+    assert!((dense["score_threshold"].as_f64().unwrap() - 0.3).abs() < 1e-6);
+    let keywords = rag_core::keywords::query_sparse_vector(ZMP_QUESTION);
+    assert_eq!(query["prefetch"][1]["using"], "sparse");
+    assert_eq!(
+        query["prefetch"][1]["query"],
+        json!({"indices": keywords.indices, "values": keywords.values})
+    );
     assert!(body["message_id"].as_i64().unwrap() > 0);
     let session_id = body["session_id"].as_str().unwrap();
     assert!(
@@ -337,6 +351,65 @@ async fn rerank_reorders_candidates_when_a_model_is_configured() {
     let sources = body["sources"].as_array().unwrap();
     assert!(sources.len() <= 2);
     assert_eq!(sources[0]["heading"], "Zero moment point");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reranked_passages_below_the_rerank_minimum_are_refused() {
+    // Every candidate passes the similarity gate; the reranker's relevance decides.
+    let (server, doubles) = start_with_doubles(&[
+        ("cohere_rerank_model", "rerank-v3.5"),
+        ("vector_min_similarity", "0"),
+        ("rerank_min_relevance", "0.99"),
+    ])
+    .await;
+    let (status, body) = post_chat(&server, json!({"query": ZMP_QUESTION})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(doubles.calls(Endpoint::CohereRerank), 1);
+    assert_eq!(body["mode"], "refused", "{body}");
+    assert_eq!(doubles.calls(Endpoint::OpenAiChat), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_collection_without_keyword_vectors_is_searched_dense_only() {
+    let doubles = Doubles::start().await;
+    let qdrant = Qdrant {
+        url: doubles.base_url(),
+        api_key: Some("test-qdrant-key".into()),
+        collection: "book".into(),
+    };
+    // As collections were created before hybrid retrieval: one unnamed vector.
+    let created = reqwest::Client::new()
+        .put(format!("{}/collections/book", doubles.base_url()))
+        .json(&json!({"vectors": {"size": upstream_doubles::EMBED_DIMS, "distance": "Cosine"}}))
+        .send()
+        .await
+        .unwrap();
+    assert!(created.status().is_success());
+    let points: Vec<NewPoint> = passages()
+        .into_iter()
+        .enumerate()
+        .map(|(i, passage)| NewPoint {
+            id: format!("00000000-0000-4000-8000-{:012}", i + 1),
+            vector: Doubles::embed(&passage.text),
+            sparse: Default::default(),
+            hash: format!("hash-{i}"),
+            passage,
+        })
+        .collect();
+    let upserted = send_core_request(qdrant.upsert_request(&points, Layout::DenseOnly)).await;
+    assert!(upserted.status().is_success());
+    let server = start_with(&upstream_variables(&doubles, &[]), None, &[]).await;
+    let (status, body) = post_chat(&server, json!({"query": ZMP_QUESTION})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["mode"], "generated");
+    assert_eq!(body["sources"][0]["heading"], "Zero moment point");
+    assert_eq!(
+        doubles.calls(Endpoint::QdrantQuery),
+        2,
+        "the hybrid query is refused, then the dense one answers"
+    );
+    let dense = doubles.last_request(Endpoint::QdrantQuery).unwrap();
+    assert!(dense.get("prefetch").is_none(), "{dense}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

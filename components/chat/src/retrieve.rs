@@ -3,13 +3,14 @@
 
 use adapters::db::Db;
 use rag_core::config::{RetrievalMode, Settings};
+use rag_core::embedded_index;
 use rag_core::error::ApiError;
+use rag_core::keywords;
 use rag_core::pipeline;
 use rag_core::retrieval::Passage;
-use rag_core::embedded_index;
 use rag_core::search_index;
 use rag_core::upstream::cohere::{apply_rerank, Cohere, InputType};
-use rag_core::upstream::qdrant::Qdrant;
+use rag_core::upstream::qdrant::{HybridHits, Qdrant};
 use rag_core::upstream::{Service, UpstreamError};
 
 use crate::session::store_failure;
@@ -58,16 +59,11 @@ async fn vector(
 
     let reranking = cohere.rerank_model.is_some();
     let limit = pipeline::vector_candidates(top_k, reranking);
-    let hits = upstream::call(
-        Service::Qdrant,
-        settings,
-        || qdrant.query_request(&vector, limit, threshold),
-        Qdrant::parse_query_response,
-    )
-    .await?;
-    let hits = pipeline::relevant_passages(hits, threshold, limit);
-    if !reranking || hits.len() < 2 {
-        return Ok(pipeline::relevant_passages(hits, threshold, top_k));
+    let hits = nearest(settings, &qdrant, query, &vector, limit, threshold).await?;
+    if !reranking || hits.is_empty() {
+        let mut hits = hits;
+        hits.truncate(top_k as usize);
+        return Ok(hits);
     }
 
     let documents: Vec<String> = hits.iter().map(rerank_document).collect();
@@ -82,9 +78,51 @@ async fn vector(
         |response| Cohere::parse_rerank_response(response, documents.len()),
     )
     .await?;
-    let mut reranked = apply_rerank(&hits, &results);
-    reranked.truncate(top_k as usize);
-    Ok(reranked)
+    let reranked = apply_rerank(&hits, &results);
+    Ok(pipeline::relevant_passages(
+        reranked,
+        pipeline::rerank_threshold(settings),
+        top_k,
+    ))
+}
+
+/// The `limit` passages nearest the question: hybrid (dense + keyword prefetches fused in
+/// one Query API call) when the question has keywords and the collection holds keyword
+/// vectors; dense-only otherwise. Either way no passage below `threshold` cosine similarity
+/// is returned.
+async fn nearest(
+    settings: &Settings,
+    qdrant: &Qdrant,
+    query: &str,
+    vector: &[f32],
+    limit: u32,
+    threshold: f32,
+) -> Result<Vec<Passage>, UpstreamError> {
+    let sparse = keywords::query_sparse_vector(query);
+    if !sparse.is_empty() {
+        let hybrid = upstream::call(
+            Service::Qdrant,
+            settings,
+            || qdrant.hybrid_query_request(vector, &sparse, limit, threshold),
+            Qdrant::parse_hybrid_query_response,
+        )
+        .await?;
+        match hybrid {
+            // Fused scores are ranks, not similarities: the threshold was applied inside.
+            HybridHits::Hits(hits) => return Ok(hits),
+            HybridHits::DenseOnlyCollection => {
+                eprintln!("chat: the collection has no keyword vectors; dense-only retrieval (re-ingest to upgrade)")
+            }
+        }
+    }
+    let hits = upstream::call(
+        Service::Qdrant,
+        settings,
+        || qdrant.query_request(vector, limit, threshold),
+        Qdrant::parse_query_response,
+    )
+    .await?;
+    Ok(pipeline::relevant_passages(hits, threshold, limit))
 }
 
 /// What the reranker reads: where the passage sits in the book, then its text.
@@ -98,7 +136,8 @@ fn rerank_document(passage: &Passage) -> String {
 
 fn keyword(query: &str, top_k: u32, threshold: f32) -> Result<Vec<Passage>, ApiError> {
     let db = Db::embedded().map_err(store_failure)?;
-    let passages = match search_index::search(&db, query, top_k) {
+    let candidates = top_k.saturating_mul(search_index::CANDIDATES_PER_PASSAGE);
+    let passages = match search_index::search(&db, query, candidates) {
         Ok(passages) if !passages.is_empty() => passages,
         // No match, or no index to search: the check readiness uses tells an unanswerable
         // question from a missing or empty index, at no cost when something matched.
@@ -110,5 +149,5 @@ fn keyword(query: &str, top_k: u32, threshold: f32) -> Result<Vec<Passage>, ApiE
             searched.map_err(store_failure)?
         }
     };
-    Ok(pipeline::relevant_passages(passages, threshold, top_k))
+    Ok(pipeline::covered_passages(passages, threshold, top_k))
 }

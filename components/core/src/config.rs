@@ -16,6 +16,13 @@ pub const DEFAULT_COHERE_BASE_URL: &str = "https://api.cohere.com";
 pub const DEFAULT_COHERE_EMBED_MODEL: &str = "embed-v4.0";
 /// Default Qdrant collection.
 pub const DEFAULT_QDRANT_COLLECTION: &str = "book";
+/// Default least share of a question's IDF mass a keyword passage must match (calibrated on
+/// the labelled sets in `eval/`; see eval/README.md).
+pub const DEFAULT_KEYWORD_MIN_COVERAGE: f32 = 0.42;
+/// Default least cosine similarity between question and passage embeddings.
+pub const DEFAULT_VECTOR_MIN_SIMILARITY: f32 = 0.3;
+/// Default least Cohere rerank relevance score.
+pub const DEFAULT_RERANK_MIN_RELEVANCE: f32 = 0.1;
 
 /// Where passages come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,8 +80,12 @@ pub struct Settings {
     pub qdrant_collection: String,
     /// Passages handed to the prompt, 1..=20.
     pub top_k: u32,
-    /// Minimum relevance (0..=1) for a passage to count.
-    pub score_threshold: f32,
+    /// Keyword retrieval: least share (0..=1) of the question's IDF mass a passage matches.
+    pub keyword_min_coverage: f32,
+    /// Vector retrieval: least cosine similarity (0..=1) of a passage to the question.
+    pub vector_min_similarity: f32,
+    /// With a reranker: least relevance score (0..=1) the reranker gives a passage.
+    pub rerank_min_relevance: f32,
     /// Deadline for one upstream call.
     pub upstream_timeout: Duration,
     /// Characters of earlier turns allowed into the prompt.
@@ -110,10 +121,22 @@ impl Settings {
             qdrant_collection: get("qdrant_collection")
                 .unwrap_or_else(|| DEFAULT_QDRANT_COLLECTION.into()),
             top_k: parse_in_range(get("top_k"), "top_k", 5, 1..=20)?,
-            score_threshold: parse_in_range(
-                get("score_threshold"),
-                "score_threshold",
-                0.3,
+            keyword_min_coverage: parse_in_range(
+                get("keyword_min_coverage"),
+                "keyword_min_coverage",
+                DEFAULT_KEYWORD_MIN_COVERAGE,
+                0.0..=1.0,
+            )?,
+            vector_min_similarity: parse_in_range(
+                get("vector_min_similarity"),
+                "vector_min_similarity",
+                DEFAULT_VECTOR_MIN_SIMILARITY,
+                0.0..=1.0,
+            )?,
+            rerank_min_relevance: parse_in_range(
+                get("rerank_min_relevance"),
+                "rerank_min_relevance",
+                DEFAULT_RERANK_MIN_RELEVANCE,
                 0.0..=1.0,
             )?,
             upstream_timeout: Duration::from_millis(parse_in_range(
@@ -208,7 +231,9 @@ impl fmt::Debug for Settings {
             .field("qdrant_api_key", &redact(&self.qdrant_api_key))
             .field("qdrant_collection", &self.qdrant_collection)
             .field("top_k", &self.top_k)
-            .field("score_threshold", &self.score_threshold)
+            .field("keyword_min_coverage", &self.keyword_min_coverage)
+            .field("vector_min_similarity", &self.vector_min_similarity)
+            .field("rerank_min_relevance", &self.rerank_min_relevance)
             .field("upstream_timeout", &self.upstream_timeout)
             .field("history_budget_chars", &self.history_budget_chars)
             .finish()
@@ -237,7 +262,9 @@ mod tests {
         assert_eq!(s.cohere_embed_model, "embed-v4.0");
         assert_eq!(s.qdrant_collection, "book");
         assert_eq!(s.top_k, 5);
-        assert_eq!(s.score_threshold, 0.3);
+        assert_eq!(s.keyword_min_coverage, DEFAULT_KEYWORD_MIN_COVERAGE);
+        assert_eq!(s.vector_min_similarity, 0.3);
+        assert_eq!(s.rerank_min_relevance, DEFAULT_RERANK_MIN_RELEVANCE);
         assert_eq!(s.upstream_timeout, Duration::from_secs(20));
         assert_eq!(s.history_budget_chars, 6000);
         assert_eq!(s.cohere_rerank_model, None);
@@ -275,8 +302,28 @@ mod tests {
         assert!(error.to_string().contains("1..=20"), "{error}");
         let error = settings(&[("top_k", "21")]).unwrap_err();
         assert!(error.message.contains("out of range"));
-        let error = settings(&[("score_threshold", "1.5")]).unwrap_err();
-        assert_eq!(error.variable, "score_threshold");
+        for variable in [
+            "keyword_min_coverage",
+            "vector_min_similarity",
+            "rerank_min_relevance",
+        ] {
+            let error = settings(&[(variable, "1.5")]).unwrap_err();
+            assert_eq!(error.variable, variable);
+        }
+        let s = settings(&[
+            ("keyword_min_coverage", "0.6"),
+            ("vector_min_similarity", "0.4"),
+            ("rerank_min_relevance", "0.2"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (
+                s.keyword_min_coverage,
+                s.vector_min_similarity,
+                s.rerank_min_relevance
+            ),
+            (0.6, 0.4, 0.2)
+        );
         let error = settings(&[("upstream_timeout_ms", "-1")]).unwrap_err();
         assert_eq!(error.variable, "upstream_timeout_ms");
         assert_eq!(settings(&[("top_k", "20")]).unwrap().top_k, 20);

@@ -1,6 +1,7 @@
 //! The answer without a language model: the best sentences of the top passages, each cited,
 //! under a label that says plainly the text was extracted, not generated.
 
+use crate::keywords;
 use crate::retrieval::Passage;
 
 /// First line of every extractive answer.
@@ -18,21 +19,25 @@ pub const SENTENCES_PER_PASSAGE: usize = 2;
 /// Longest quoted sentence, in characters; longer ones are cut on a word boundary.
 pub const MAX_SENTENCE_CHARS: usize = 300;
 
-const STOPWORDS: &[&str] = &[
-    "the", "and", "for", "are", "but", "not", "you", "all", "any", "can", "had", "her", "was",
-    "one", "our", "out", "has", "have", "how", "what", "when", "where", "which", "who", "why",
-    "does", "this", "that", "with", "from", "into", "about", "is", "a", "an", "of", "to", "in",
-    "on", "it", "as", "be", "by", "or", "do", "its", "their", "there", "these", "those", "they",
-];
-
-/// An answer quoting the sentences of the top passages that share most words with the
-/// question (plus the selected passage, when given), each followed by its `[n]`. Falls back
-/// to [`REFUSAL`] when there is nothing to quote.
+/// An answer quoting the sentences of the top passages that share most words (by stem) with
+/// the question, each followed by its `[n]`, after the best sentences of the selected passage
+/// when one is given. A passage with no sentence sharing a word with the question is not
+/// quoted: retrieval matched it on something other than what the sentences say. Falls back to
+/// [`REFUSAL`] when there is nothing to quote.
 pub fn extractive_answer(query: &str, passages: &[Passage], selected_text: Option<&str>) -> String {
     let terms = terms(query);
     let mut lines = Vec::new();
     if let Some(selected) = selected_text {
-        let best = best_sentences(selected, &terms, SENTENCES_PER_PASSAGE);
+        // The reader chose this passage, so its opening stands in when no word is shared
+        // ("explain this").
+        let mut best = best_sentences(selected, &terms, SENTENCES_PER_PASSAGE);
+        if best.is_empty() {
+            best = sentences(selected)
+                .iter()
+                .take(SENTENCES_PER_PASSAGE)
+                .map(|s| crate::chat::snippet(s, MAX_SENTENCE_CHARS))
+                .collect();
+        }
         if !best.is_empty() {
             lines.push(format!("From your selection: {}", best.join(" ")));
         }
@@ -55,14 +60,9 @@ pub fn extractive_answer(query: &str, passages: &[Passage], selected_text: Optio
     format!("{EXTRACTIVE_LABEL}\n\n{}", lines.join("\n"))
 }
 
-/// Lower-cased content words of `text`.
+/// The distinct stems of `text`, sorted.
 fn terms(text: &str) -> Vec<String> {
-    let mut terms: Vec<String> = text
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|word| word.chars().count() >= 2)
-        .map(str::to_lowercase)
-        .filter(|word| !STOPWORDS.contains(&word.as_str()))
-        .collect();
+    let mut terms = keywords::stems(text);
     terms.sort();
     terms.dedup();
     terms
@@ -88,8 +88,8 @@ fn sentences(text: &str) -> Vec<String> {
     out
 }
 
-/// Up to `count` sentences sharing the most terms with the question, in text order; the
-/// opening sentences when none shares any.
+/// Up to `count` sentences sharing the most terms with the question, in text order; none when
+/// no sentence shares any.
 fn best_sentences(text: &str, terms: &[String], count: usize) -> Vec<String> {
     let sentences = sentences(text);
     let mut scored: Vec<(usize, usize)> = sentences
@@ -99,6 +99,7 @@ fn best_sentences(text: &str, terms: &[String], count: usize) -> Vec<String> {
             let words = self::terms(sentence);
             (terms.iter().filter(|t| words.contains(t)).count(), i)
         })
+        .filter(|&(shared, _)| shared > 0)
         .collect();
     scored.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
     let mut chosen: Vec<usize> = scored.iter().take(count).map(|&(_, i)| i).collect();
@@ -140,7 +141,10 @@ mod tests {
             "{answer}"
         );
         assert!(answer.contains("[1]"));
-        assert!(answer.contains("[2]"), "every quoted passage is cited");
+        assert!(
+            !answer.contains("[2]"),
+            "the Gazebo passage shares no word with the question: {answer}"
+        );
         assert!(
             !answer.contains("Launch files start many nodes"),
             "weaker sentence kept: {answer}"
@@ -171,6 +175,30 @@ mod tests {
         assert!(
             answer.contains("Torque limits the arm's payload."),
             "{answer}"
+        );
+    }
+
+    #[test]
+    fn passages_sharing_no_word_with_the_question_are_not_quoted() {
+        let passages = [
+            passage("Theme aliases", "Swizzled components import the original through an alias. It resolves at build time."),
+            passage("Deploy", "Run the deploy command. It pushes the build."),
+        ];
+        assert_eq!(
+            extractive_answer("boiling point of water on Everest", &passages, None),
+            REFUSAL,
+            "no sentence shares a word: nothing to quote"
+        );
+        let answer = extractive_answer("How is it deployed?", &passages, None);
+        assert!(
+            answer.contains("Run the deploy command. [2]"),
+            "stems match: {answer}"
+        );
+        assert!(!answer.contains("[1]"), "{answer}");
+        let selection = extractive_answer("explain", &[], Some("Torque limits payload. More."));
+        assert!(
+            selection.contains("From your selection: Torque limits payload. More."),
+            "{selection}"
         );
     }
 

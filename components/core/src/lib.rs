@@ -11,6 +11,7 @@ pub mod docs;
 pub mod embedded_index;
 pub mod error;
 pub mod extractive;
+pub mod keywords;
 pub mod pipeline;
 pub mod prompt;
 pub mod readiness;

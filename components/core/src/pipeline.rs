@@ -69,18 +69,34 @@ pub fn vector_candidates(top_k: u32, reranking: bool) -> u32 {
     }
 }
 
-/// The minimum score a passage needs. Both retrievers score in 0..=1 (cosine similarity;
-/// BM25 mapped by [`crate::search_index::score_from_bm25`]), so one setting serves both: with
-/// the default 0.3 a keyword hit needs a BM25 rank of about -0.43, which any query word that is
-/// rare in the book reaches, while words found on almost every page do not.
-pub fn score_threshold(_mode: RetrievalMode, settings: &Settings) -> f32 {
-    settings.score_threshold
+/// The least score a retrieved passage needs, by what its score means: the share of the
+/// question's IDF mass it matches for keyword retrieval ([`crate::search_index::coverage`]),
+/// the cosine similarity of the embeddings for vector retrieval. Each has its own setting,
+/// since the two scales have nothing in common.
+pub fn score_threshold(mode: RetrievalMode, settings: &Settings) -> f32 {
+    match mode {
+        RetrievalMode::Keyword => settings.keyword_min_coverage,
+        RetrievalMode::Vector => settings.vector_min_similarity,
+    }
+}
+
+/// The least relevance score a reranked passage needs (the reranker's own scale).
+pub fn rerank_threshold(settings: &Settings) -> f32 {
+    settings.rerank_min_relevance
 }
 
 /// The passages that count: at least `threshold`, best first, at most `top_k`.
 pub fn relevant_passages(mut passages: Vec<Passage>, threshold: f32, top_k: u32) -> Vec<Passage> {
     passages.retain(|passage| passage.score >= threshold);
     passages.sort_by(|a, b| b.score.total_cmp(&a.score));
+    passages.truncate(top_k as usize);
+    passages
+}
+
+/// Keyword retrieval's passages that count: coverage at least `threshold`, in the search's
+/// (BM25) order, at most `top_k`. Coverage decides relevance, not rank.
+pub fn covered_passages(mut passages: Vec<Passage>, threshold: f32, top_k: u32) -> Vec<Passage> {
+    passages.retain(|passage| passage.score >= threshold);
     passages.truncate(top_k as usize);
     passages
 }
@@ -232,10 +248,36 @@ mod tests {
         let titles: Vec<_> = kept.iter().map(|p| p.title.as_str()).collect();
         assert_eq!(titles, ["b", "c"]);
         assert!(relevant_passages(vec![passage("a", 0.1)], 0.3, 5).is_empty());
-        assert_eq!(
-            score_threshold(RetrievalMode::Keyword, &settings()),
-            settings().score_threshold
+    }
+
+    #[test]
+    fn covered_passages_keep_their_rank_order() {
+        let kept = covered_passages(
+            vec![
+                passage("a", 0.5),
+                passage("b", 0.2),
+                passage("c", 0.9),
+                passage("d", 0.6),
+            ],
+            0.4,
+            2,
         );
+        let titles: Vec<_> = kept.iter().map(|p| p.title.as_str()).collect();
+        assert_eq!(titles, ["a", "c"]);
+    }
+
+    #[test]
+    fn each_retrieval_mode_has_its_own_threshold() {
+        let s = Settings::from_lookup(|name| match name {
+            "keyword_min_coverage" => Some("0.55".into()),
+            "vector_min_similarity" => Some("0.35".into()),
+            "rerank_min_relevance" => Some("0.15".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(score_threshold(RetrievalMode::Keyword, &s), 0.55);
+        assert_eq!(score_threshold(RetrievalMode::Vector, &s), 0.35);
+        assert_eq!(rerank_threshold(&s), 0.15);
     }
 
     #[test]

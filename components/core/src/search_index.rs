@@ -5,6 +5,7 @@
 //! conversions around it, never a connection. Every statement is a single SQL statement, as
 //! Spin's `execute` expects.
 
+use crate::keywords;
 use crate::retrieval::Passage;
 use crate::store::{Database, Row, SqlValue, StoreError};
 
@@ -76,9 +77,9 @@ pub const COUNT_CHUNKS: &str = "SELECT COUNT(*) FROM chunks";
 /// Ranked search. Parameters: ?1 an expression from [`fts_match_expression`], ?2 the limit.
 /// BM25 weighs title 4, heading 2, text 1: a query word in a title or heading says more about
 /// a chunk than the same word in its body.
-/// Columns, in order: id, page_url, url, title, heading, text, bm25 (REAL, lower is better);
-/// see [`SearchRow`].
-pub const SEARCH: &str = "SELECT c.id, c.page_url, c.url, c.title, c.heading, c.text,
+/// Columns, in order: seq, id, page_url, url, title, heading, text, bm25 (REAL, lower is
+/// better); see [`SearchRow`].
+pub const SEARCH: &str = "SELECT c.seq, c.id, c.page_url, c.url, c.title, c.heading, c.text,
         bm25(chunks_fts, 4.0, 2.0, 1.0) AS rank
     FROM chunks_fts
     JOIN chunks AS c ON c.seq = chunks_fts.rowid
@@ -89,27 +90,12 @@ pub const SEARCH: &str = "SELECT c.id, c.page_url, c.url, c.title, c.heading, c.
 /// Most query words a MATCH expression keeps; longer questions add noise, not recall.
 pub const MAX_QUERY_TERMS: usize = 32;
 
-/// Words too common to say anything about which chunk answers a question.
-const STOP_WORDS: &[&str] = &[
-    "a", "about", "an", "and", "are", "as", "at", "be", "been", "but", "by", "can", "could", "did",
-    "do", "does", "for", "from", "had", "has", "have", "how", "i", "if", "in", "into", "is", "it",
-    "its", "me", "my", "of", "on", "or", "our", "should", "so", "than", "that", "the", "their",
-    "them", "then", "there", "these", "they", "this", "those", "to", "was", "we", "were", "what",
-    "when", "where", "which", "who", "whom", "why", "will", "with", "would", "you", "your",
-];
-
-/// Turns free text into a safe FTS5 MATCH expression: words split as the `unicode61`
-/// tokenizer splits them, lower-cased, stop-words and duplicates dropped, each word quoted
-/// (so nothing a user types is read as FTS5 syntax) and OR-ed so partial matches still rank.
-/// `None` when no searchable word is left.
-pub fn fts_match_expression(query: &str) -> Option<String> {
+/// The searchable words of free text ([`keywords::words`], split as the `unicode61` tokenizer
+/// splits them), duplicates dropped, at most [`MAX_QUERY_TERMS`]. Not stemmed: FTS5 stems them
+/// with the index's own tokenizer.
+pub fn query_terms(query: &str) -> Vec<String> {
     let mut terms: Vec<String> = Vec::new();
-    for word in query.split(|c: char| !c.is_alphanumeric()) {
-        let word = word.to_lowercase();
-        let single_letter = word.chars().count() == 1 && !word.chars().all(|c| c.is_numeric());
-        if word.is_empty() || single_letter || STOP_WORDS.contains(&word.as_str()) {
-            continue;
-        }
+    for word in keywords::words(query) {
         if !terms.contains(&word) {
             terms.push(word);
         }
@@ -117,29 +103,98 @@ pub fn fts_match_expression(query: &str) -> Option<String> {
             break;
         }
     }
+    terms
+}
+
+/// One term as an FTS5 string: quoted, so nothing a user types is read as FTS5 syntax.
+fn quoted(term: &str) -> String {
+    format!("\"{}\"", term.replace('"', "\"\""))
+}
+
+/// Turns free text into a safe FTS5 MATCH expression: the [`query_terms`], each quoted and
+/// OR-ed so partial matches still rank. `None` when no searchable word is left.
+pub fn fts_match_expression(query: &str) -> Option<String> {
+    let terms = query_terms(query);
     if terms.is_empty() {
         return None;
     }
-    let quoted: Vec<String> = terms
-        .iter()
-        .map(|term| format!("\"{}\"", term.replace('"', "\"\"")))
-        .collect();
+    let quoted: Vec<String> = terms.iter().map(|term| quoted(term)).collect();
     Some(quoted.join(" OR "))
 }
 
-/// Maps FTS5 `bm25()` (negative, lower is better) to 0..=1 (higher is better) with
-/// `x / (1 + x)`, `x = -raw`, so the embedded index and Qdrant share one score threshold.
-pub fn score_from_bm25(raw: f64) -> f32 {
-    let x = -raw;
-    if !x.is_finite() || x <= 0.0 {
-        return if x == f64::INFINITY { 1.0 } else { 0.0 };
+/// How many BM25 candidates keyword retrieval looks at for each passage it keeps: passages
+/// covering too little of the question are dropped and the next ones move up.
+pub const CANDIDATES_PER_PASSAGE: u32 = 4;
+
+/// Document statistics of each query term against the candidates, in one statement.
+/// Parameters: ?1 the candidates' `seq` values as a JSON array, then one FTS5 string per term
+/// (?2, ?3, ...). Rows: `term` (-1 for the totals row, else the term's index), `docs` (chunks
+/// in the index, or chunks holding the term) and `hits` (comma-separated `seq` of the
+/// candidates holding the term, or NULL). Matching goes through FTS5 itself, so a term is
+/// stemmed exactly as the index was (`porter unicode61`).
+pub fn term_statistics_statement(term_count: usize) -> String {
+    let mut sql =
+        String::from("SELECT -1 AS term, (SELECT COUNT(*) FROM chunks) AS docs, NULL AS hits");
+    for index in 0..term_count {
+        let parameter = index + 2;
+        sql.push_str(&format!(
+            " UNION ALL SELECT {index}, \
+             (SELECT COUNT(*) FROM chunks_fts WHERE chunks_fts MATCH ?{parameter}), \
+             (SELECT group_concat(rowid) FROM chunks_fts WHERE chunks_fts MATCH ?{parameter} \
+              AND rowid IN (SELECT value FROM json_each(?1)))"
+        ));
     }
-    (x / (1.0 + x)) as f32
+    sql
+}
+
+/// Inverse document frequency of a term found in `docs` of `total` chunks (BM25's, kept
+/// positive).
+pub fn idf(docs: u64, total: u64) -> f64 {
+    let docs = docs.min(total) as f64;
+    let total = total as f64;
+    ((total - docs + 0.5) / (docs + 0.5) + 1.0).ln()
+}
+
+/// How much more a word the book never uses weighs than its IDF says: such a word is stronger
+/// evidence that the question is about something else than any word the book uses even once.
+/// Calibrated on the labelled sets (eval/README.md).
+pub const UNKNOWN_WORD_FACTOR: f64 = 1.5;
+
+/// A question term's weight in [`coverage`]: the square root of its IDF, so one rare word
+/// does not outweigh the rest of the question, times [`UNKNOWN_WORD_FACTOR`] when no chunk
+/// holds it.
+pub fn term_weight(docs: u64, total: u64) -> f64 {
+    let weight = idf(docs, total).sqrt();
+    if docs == 0 {
+        weight * UNKNOWN_WORD_FACTOR
+    } else {
+        weight
+    }
+}
+
+/// The share of the question's weight that a passage matches, in 0..=1: `weights` are the
+/// [`term_weight`]s of the question's terms and `matched` says which of them the passage holds. One rare
+/// shared word among several unmatched ones scores low; a passage holding every distinctive
+/// word of the question scores near 1 even when common words are missing.
+pub fn coverage(weights: &[f64], matched: &[bool]) -> f32 {
+    let total: f64 = weights.iter().sum();
+    if total <= 0.0 {
+        return 0.0;
+    }
+    let found: f64 = weights
+        .iter()
+        .zip(matched)
+        .filter(|(_, matched)| **matched)
+        .map(|(weight, _)| weight)
+        .sum();
+    (found / total).clamp(0.0, 1.0) as f32
 }
 
 /// One row of [`SEARCH`], in column order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SearchRow {
+    /// The FTS rowid.
+    pub seq: i64,
     pub id: String,
     pub page_url: String,
     pub url: String,
@@ -150,18 +205,6 @@ pub struct SearchRow {
     pub bm25: f64,
 }
 
-/// The passage a search row stands for, scored on the shared 0..=1 scale.
-pub fn row_to_passage(row: SearchRow) -> Passage {
-    Passage {
-        score: score_from_bm25(row.bm25),
-        url: row.url,
-        page_url: row.page_url,
-        title: row.title,
-        heading: row.heading,
-        text: row.text,
-    }
-}
-
 impl SearchRow {
     /// Reads a row of [`SEARCH`] as the [`Database`] trait returns it.
     pub fn from_row(row: Row<'_>) -> Result<Self, StoreError> {
@@ -170,7 +213,12 @@ impl SearchRow {
             SqlValue::Integer(value) => *value as f64,
             _ => return Err(StoreError::Query("rank is not a number".into())),
         };
+        let seq = match row.get("seq")? {
+            SqlValue::Integer(value) => *value,
+            _ => return Err(StoreError::Query("seq is not an integer".into())),
+        };
         Ok(SearchRow {
+            seq,
             id: row.text("id")?,
             page_url: row.text("page_url")?,
             url: row.text("url")?,
@@ -180,22 +228,109 @@ impl SearchRow {
             bm25,
         })
     }
+
+    /// The passage this row stands for, with `score` as its relevance.
+    pub fn into_passage(self, score: f32) -> Passage {
+        Passage {
+            score,
+            url: self.url,
+            page_url: self.page_url,
+            title: self.title,
+            heading: self.heading,
+            text: self.text,
+        }
+    }
 }
 
-/// Keyword search of the embedded index: at most `limit` passages, best first. A question made
-/// only of stop words matches nothing rather than everything.
+/// What [`term_statistics_statement`] found: the [`term_weight`] of each query term and, per
+/// candidate `seq`, which terms it holds.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TermStatistics {
+    pub weights: Vec<f64>,
+    pub holders: Vec<Vec<i64>>,
+}
+
+impl TermStatistics {
+    /// Reads the rows of [`term_statistics_statement`] for `term_count` terms.
+    pub fn from_rows<'a>(
+        rows: impl IntoIterator<Item = Row<'a>>,
+        term_count: usize,
+    ) -> Result<Self, StoreError> {
+        let integer = |value: &SqlValue| match value {
+            SqlValue::Integer(value) => Ok(*value),
+            _ => Err(StoreError::Query("term statistics: not an integer".into())),
+        };
+        let mut total = 0u64;
+        let mut docs = vec![0u64; term_count];
+        let mut holders = vec![Vec::new(); term_count];
+        for row in rows {
+            let term = integer(row.get("term")?)?;
+            let count = integer(row.get("docs")?)?.max(0) as u64;
+            if term < 0 {
+                total = count;
+                continue;
+            }
+            let index = usize::try_from(term)
+                .ok()
+                .filter(|index| *index < term_count)
+                .ok_or_else(|| StoreError::Query("term statistics: unknown term".into()))?;
+            docs[index] = count;
+            if let SqlValue::Text(list) = row.get("hits")? {
+                holders[index] = list
+                    .split(',')
+                    .filter_map(|seq| seq.trim().parse().ok())
+                    .collect();
+            }
+        }
+        Ok(Self {
+            weights: docs.iter().map(|docs| term_weight(*docs, total)).collect(),
+            holders,
+        })
+    }
+
+    /// The coverage of the candidate `seq`.
+    pub fn coverage_of(&self, seq: i64) -> f32 {
+        let matched: Vec<bool> = self.holders.iter().map(|h| h.contains(&seq)).collect();
+        coverage(&self.weights, &matched)
+    }
+}
+
+/// Keyword search of the embedded index: at most `limit` passages in BM25 order (best
+/// first), each scored by its [`coverage`] of the question, which decides relevance: BM25
+/// ranks well but its values mean nothing on their own, while coverage says how much of the
+/// question a passage speaks to. A question made only of stop words matches nothing rather
+/// than everything.
 pub fn search(
     db: &(impl Database + ?Sized),
     query: &str,
     limit: u32,
 ) -> Result<Vec<Passage>, StoreError> {
+    let terms = query_terms(query);
     let Some(expression) = fts_match_expression(query) else {
         return Ok(Vec::new());
     };
     let rows = db.query(SEARCH, &[expression.into(), i64::from(limit).into()])?;
-    rows.iter()
-        .map(|row| SearchRow::from_row(row).map(row_to_passage))
-        .collect()
+    let rows: Vec<SearchRow> = rows
+        .iter()
+        .map(SearchRow::from_row)
+        .collect::<Result<_, _>>()?;
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let seqs: Vec<i64> = rows.iter().map(|row| row.seq).collect();
+    let mut parameters: Vec<SqlValue> = vec![serde_json::to_string(&seqs)
+        .expect("integers serialise")
+        .into()];
+    parameters.extend(terms.iter().map(|term| SqlValue::from(quoted(term))));
+    let statistics = db.query(&term_statistics_statement(terms.len()), &parameters)?;
+    let statistics = TermStatistics::from_rows(statistics.iter(), terms.len())?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let score = statistics.coverage_of(row.seq);
+            row.into_passage(score)
+        })
+        .collect())
 }
 
 // The tests search through the crate's rusqlite adapter (`--features sqlite`).
@@ -246,7 +381,7 @@ mod tests {
         assert_eq!(hits[0].heading, "Zero moment point");
         assert!(
             hits[0].score > 0.0 && hits[0].score < 1.0,
-            "{}",
+            "\"stand\" is not in the book: {}",
             hits[0].score
         );
 
@@ -341,22 +476,78 @@ mod tests {
     }
 
     #[test]
-    fn bm25_maps_to_unit_interval() {
-        assert_eq!(score_from_bm25(0.0), 0.0);
-        assert_eq!(score_from_bm25(1.0), 0.0);
-        assert!((score_from_bm25(-1.0) - 0.5).abs() < 1e-6);
-        assert!(score_from_bm25(-9.0) > score_from_bm25(-3.0));
-        assert!(score_from_bm25(-1e12) <= 1.0);
-        assert_eq!(score_from_bm25(f64::NAN), 0.0);
-        let passage = row_to_passage(SearchRow {
-            id: "x".into(),
-            page_url: "p".into(),
-            url: "p#a".into(),
-            title: "t".into(),
-            heading: "h".into(),
-            text: "body".into(),
-            bm25: -3.0,
-        });
-        assert_eq!((passage.url.as_str(), passage.score), ("p#a", 0.75));
+    fn idf_weighs_rare_and_unknown_words_most() {
+        assert!(idf(0, 100) > idf(1, 100));
+        assert!(idf(1, 100) > idf(50, 100));
+        assert!(
+            idf(100, 100) > 0.0,
+            "a word on every chunk still weighs a little"
+        );
+        assert!(idf(500, 100).is_finite(), "counts are clamped to the total");
+        assert!((term_weight(10, 100) - idf(10, 100).sqrt()).abs() < 1e-12);
+        assert!(
+            (term_weight(0, 100) - idf(0, 100).sqrt() * UNKNOWN_WORD_FACTOR).abs() < 1e-12,
+            "a word the book never uses weighs more"
+        );
+        assert_eq!(coverage(&[], &[]), 0.0);
+        assert_eq!(coverage(&[1.0, 3.0], &[true, true]), 1.0);
+        assert_eq!(coverage(&[1.0, 3.0], &[false, true]), 0.75);
+        assert_eq!(coverage(&[1.0, 3.0], &[false, false]), 0.0);
+    }
+
+    #[test]
+    fn one_shared_rare_word_does_not_make_a_question_covered() {
+        let connection = seeded();
+        // "robot" is in the book, the other words are not: the best match covers little.
+        let off_topic = search(
+            &connection,
+            "What is the boiling point of water for a robot on Everest?",
+            3,
+        );
+        assert!(!off_topic.is_empty());
+        assert!(off_topic[0].score < 0.3, "{}", off_topic[0].score);
+        // Every distinctive word of the question is in one chunk: it covers all of it.
+        let covered = search(
+            &connection,
+            "How do accelerometers and gyroscopes estimate orientation?",
+            3,
+        );
+        assert_eq!(covered[0].heading, "IMU");
+        assert!(covered[0].score > 0.95, "{}", covered[0].score);
+        // Stemming is FTS5's own: "estimates" and "estimate" are one term.
+        let stemmed = search(&connection, "accelerometers gyroscopes estimates", 3);
+        assert!(stemmed[0].score > 0.95, "{}", stemmed[0].score);
+    }
+
+    #[test]
+    fn passages_keep_bm25_order_with_their_coverage() {
+        let connection = seeded();
+        let hits = search(&connection, "inverse kinematics joint angles robot", 4);
+        assert_eq!(hits[0].heading, "Inverse kinematics");
+        assert!(hits.len() >= 2 && hits[1].score < hits[0].score, "{hits:?}");
+    }
+
+    #[test]
+    fn term_statistics_count_documents_and_candidate_holders() {
+        let connection = seeded();
+        let statement = term_statistics_statement(2);
+        let rows = connection
+            .query(
+                &statement,
+                &[
+                    "[1, 3]".into(),
+                    quoted("robot").into(),
+                    quoted("orientation").into(),
+                ],
+            )
+            .unwrap();
+        let statistics = TermStatistics::from_rows(rows.iter(), 2).unwrap();
+        assert_eq!(statistics.holders, vec![vec![1], vec![3]]);
+        assert!(
+            (statistics.weights[0] - term_weight(1, 4)).abs() < 1e-9,
+            "{statistics:?}"
+        );
+        assert!((statistics.weights[1] - term_weight(1, 4)).abs() < 1e-9);
+        assert_eq!(statistics.coverage_of(2), 0.0);
     }
 }

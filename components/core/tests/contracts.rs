@@ -4,10 +4,11 @@
 use std::path::PathBuf;
 
 use http::Response;
+use rag_core::keywords;
 use rag_core::retrieval::Passage;
 use rag_core::upstream::cohere::{Cohere, InputType};
 use rag_core::upstream::openai::{ChatMessage, ChatRole, ChatStream, OpenAi};
-use rag_core::upstream::qdrant::{NewPoint, PointId, Qdrant};
+use rag_core::upstream::qdrant::{Layout, NewPoint, PointId, Qdrant};
 use serde_json::{json, Value};
 
 fn contracts_dir() -> Option<PathBuf> {
@@ -180,16 +181,28 @@ fn qdrant_requests_follow_the_schema() {
             &q.create_index_request(field),
         );
     }
+    contract.assert_request(
+        "POST /collections/{collection_name}/points/query",
+        &q.hybrid_query_request(
+            &[0.1, 0.2, 0.3],
+            &keywords::query_sparse_vector("How do ROS 2 nodes talk?"),
+            5,
+            0.3,
+        ),
+    );
     let point = NewPoint {
         id: "550e8400-e29b-41d4-a716-446655440000".into(),
         vector: vec![0.1, 0.2, 0.3],
+        sparse: keywords::sparse_vector("Nodes talk over topics; topics carry messages."),
         passage: passage(),
         hash: "h".into(),
     };
-    contract.assert_request(
-        "PUT /collections/{collection_name}/points",
-        &q.upsert_request(&[point]),
-    );
+    for layout in [Layout::Hybrid, Layout::DenseOnly] {
+        contract.assert_request(
+            "PUT /collections/{collection_name}/points",
+            &q.upsert_request(std::slice::from_ref(&point), layout),
+        );
+    }
     let delete = "POST /collections/{collection_name}/points/delete";
     contract.assert_request(delete, &q.delete_pages_request(&["p1", "p2"]));
     contract.assert_request(
@@ -205,6 +218,15 @@ fn qdrant_requests_follow_the_schema() {
     contract.assert_invalid_request(
         "PUT /collections/{collection_name}",
         &json!({"vectors": {"size": 3, "distance": "cosine"}}),
+    );
+    // The schema does catch a malformed fusion or sparse vector.
+    contract.assert_invalid_request(
+        "POST /collections/{collection_name}/points/query",
+        &json!({"prefetch": [], "query": {"fusion": "sum"}}),
+    );
+    contract.assert_invalid_request(
+        "PUT /collections/{collection_name}/points",
+        &json!({"points": [{"id": 1, "vector": {"sparse": {"indices": [1]}}}]}),
     );
 }
 

@@ -1,5 +1,10 @@
 //! Qdrant with Cohere embeddings: only new or changed chunks are embedded (in batches Cohere
 //! accepts) and upserted; 429 and 5xx are retried with backoff, honouring `Retry-After`.
+//!
+//! Each point holds the dense embedding and a sparse keyword vector (rag-core's `keywords`,
+//! which the query side shares) for hybrid retrieval. A collection created before hybrid
+//! retrieval (one unnamed vector) keeps working dense-only; deleting it and ingesting again
+//! upgrades it.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher as _, Hasher as _};
@@ -11,8 +16,9 @@ use http::{Request, Response};
 use http_body_util::{BodyExt as _, Full};
 use rag_core::config::Settings;
 use rag_core::docs::Chunk;
+use rag_core::keywords;
 use rag_core::upstream::cohere::{Cohere, InputType, EMBED_BATCH_SIZE};
-use rag_core::upstream::qdrant::{NewPoint, PointId, Qdrant, INDEXED_FIELDS};
+use rag_core::upstream::qdrant::{Layout, NewPoint, PointId, Qdrant, INDEXED_FIELDS};
 use rag_core::upstream::{Service, UpstreamError};
 
 use super::{plan, progress_bar, Applied, Options};
@@ -134,10 +140,27 @@ impl Upstreams<'_> {
             .await?;
         }
         tracing::info!(
-            "created Qdrant collection {} ({vector_size} dimensions, cosine)",
+            "created Qdrant collection {} ({vector_size}-dimension cosine vector and an IDF-weighted keyword vector)",
             self.qdrant.collection
         );
         Ok(())
+    }
+
+    async fn layout(&self) -> Result<Layout> {
+        let layout = self
+            .call(
+                Service::Qdrant,
+                || self.qdrant.collection_info_request(),
+                Qdrant::parse_layout,
+            )
+            .await?;
+        if layout == Layout::DenseOnly {
+            tracing::warn!(
+                "Qdrant collection {} has one unnamed vector (created by an earlier version): keyword vectors are not stored and retrieval stays dense-only; delete the collection and ingest again for hybrid retrieval",
+                self.qdrant.collection
+            );
+        }
+        Ok(layout)
     }
 }
 
@@ -208,6 +231,11 @@ pub(super) async fn sync(
     } else {
         Default::default()
     };
+    let layout = if exists {
+        upstreams.layout().await?
+    } else {
+        Layout::Hybrid
+    };
     let plan = plan(chunks, &stored);
     let stale = if options.prune {
         0
@@ -256,6 +284,7 @@ pub(super) async fn sync(
             .map(|(chunk, vector)| NewPoint {
                 id: chunk.id.clone(),
                 vector,
+                sparse: keywords::sparse_vector(&embedding_text(chunk)),
                 passage: chunk.to_passage(),
                 hash: chunk.hash.clone(),
             })
@@ -263,7 +292,7 @@ pub(super) async fn sync(
         upstreams
             .call(
                 Service::Qdrant,
-                || upstreams.qdrant.upsert_request(&points),
+                || upstreams.qdrant.upsert_request(&points, layout),
                 Qdrant::check_ok,
             )
             .await?;

@@ -39,6 +39,7 @@ pub enum Endpoint {
     CohereRerank,
     OpenAiChat,
     QdrantExists,
+    QdrantCollectionInfo,
     QdrantCreateCollection,
     QdrantCreateIndex,
     QdrantUpsert,
@@ -101,11 +102,22 @@ impl Fault {
 struct Point {
     id: Value,
     vector: Vec<f32>,
+    /// Index -> value, for a collection with a sparse vector.
+    sparse: BTreeMap<u32, f32>,
     payload: serde_json::Map<String, Value>,
+}
+
+/// How a collection was created: one unnamed dense vector, or a named dense vector and a
+/// named sparse vector with the `idf` modifier.
+#[derive(Clone)]
+enum Vectors {
+    Unnamed,
+    Named { dense: String, sparse: String },
 }
 
 struct Collection {
     size: usize,
+    vectors: Vectors,
     indexes: Vec<String>,
     /// Keyed by the id's JSON text, so integer and UUID ids order consistently.
     points: BTreeMap<String, Point>,
@@ -248,7 +260,10 @@ fn router(shared: Shared) -> Router {
         .route("/v2/rerank", post(cohere_rerank))
         .route("/v1/chat/completions", post(openai_chat))
         .route("/collections/{name}/exists", get(qdrant_exists))
-        .route("/collections/{name}", put(qdrant_create_collection))
+        .route(
+            "/collections/{name}",
+            put(qdrant_create_collection).get(qdrant_collection_info),
+        )
         .route("/collections/{name}/index", put(qdrant_create_index))
         .route("/collections/{name}/points", put(qdrant_upsert))
         .route("/collections/{name}/points/query", post(qdrant_query))
@@ -612,14 +627,45 @@ async fn qdrant_create_collection(
     body: Bytes,
 ) -> Response {
     let (request, _) = begin_or_return!(shared, Endpoint::QdrantCreateCollection, body);
-    let size = request["vectors"]["size"].as_u64().filter(|s| *s > 0);
-    let distance = request["vectors"]["distance"].as_str();
-    let (Some(size), Some("Cosine")) = (size, distance) else {
-        return error_response(
+    let cosine_size = |params: &Value| {
+        let size = params["size"].as_u64().filter(|s| *s > 0);
+        match (size, params["distance"].as_str()) {
+            (Some(size), Some("Cosine")) => Some(size as usize),
+            _ => None,
+        }
+    };
+    let unsupported = || {
+        error_response(
             Api::Qdrant,
             422,
-            "the doubles support one unnamed Cosine vector: vectors {size, distance: \"Cosine\"}",
-        );
+            "the doubles support one Cosine vector, unnamed ({size, distance}) or named beside one sparse vector with modifier idf",
+        )
+    };
+    let (size, vectors) = if let Some(size) = cosine_size(&request["vectors"]) {
+        (size, Vectors::Unnamed)
+    } else {
+        let named = request["vectors"].as_object().filter(|v| v.len() == 1);
+        let sparse = request["sparse_vectors"]
+            .as_object()
+            .filter(|v| v.len() == 1);
+        let (Some(named), Some(sparse)) = (named, sparse) else {
+            return unsupported();
+        };
+        let (dense_name, params) = named.iter().next().expect("one entry");
+        let (sparse_name, sparse_params) = sparse.iter().next().expect("one entry");
+        let Some(size) = cosine_size(params) else {
+            return unsupported();
+        };
+        if sparse_params["modifier"] != "idf" {
+            return unsupported();
+        }
+        (
+            size,
+            Vectors::Named {
+                dense: dense_name.clone(),
+                sparse: sparse_name.clone(),
+            },
+        )
     };
     let mut inner = shared.lock();
     if inner.collections.contains_key(&name) {
@@ -632,12 +678,62 @@ async fn qdrant_create_collection(
     inner.collections.insert(
         name,
         Collection {
-            size: size as usize,
+            size,
+            vectors,
             indexes: Vec::new(),
             points: BTreeMap::new(),
         },
     );
     qdrant_ok(json!(true))
+}
+
+/// `GET /collections/{name}`: the configuration as Qdrant reports it (the fields its schema
+/// requires, with Qdrant's defaults).
+async fn qdrant_collection_info(
+    State(shared): State<Shared>,
+    Path(name): Path<String>,
+) -> Response {
+    let _ = begin_or_return!(shared, Endpoint::QdrantCollectionInfo, Bytes::new());
+    let inner = shared.lock();
+    let Some(collection) = inner.collections.get(&name) else {
+        return missing_collection(&name);
+    };
+    let dense = json!({ "size": collection.size, "distance": "Cosine" });
+    let mut params = match &collection.vectors {
+        Vectors::Unnamed => json!({ "vectors": dense }),
+        Vectors::Named { dense: d, sparse } => json!({
+            "vectors": { d.as_str(): dense },
+            "sparse_vectors": { sparse.as_str(): { "modifier": "idf" } },
+        }),
+    };
+    params["shard_number"] = json!(1);
+    params["replication_factor"] = json!(1);
+    params["write_consistency_factor"] = json!(1);
+    params["on_disk_payload"] = json!(true);
+    let payload_schema: serde_json::Map<String, Value> = collection
+        .indexes
+        .iter()
+        .map(|field| {
+            (
+                field.clone(),
+                json!({ "data_type": "keyword", "points": collection.points.len() }),
+            )
+        })
+        .collect();
+    qdrant_ok(json!({
+        "status": "green",
+        "optimizer_status": "ok",
+        "indexed_vectors_count": 0,
+        "points_count": collection.points.len(),
+        "segments_count": 1,
+        "config": {
+            "params": params,
+            "hnsw_config": { "m": 16, "ef_construct": 100, "full_scan_threshold": 10000 },
+            "optimizer_config": { "default_segment_number": 0, "flush_interval_sec": 5 },
+            "wal_config": { "wal_capacity_mb": 32, "wal_segments_ahead": 0 },
+        },
+        "payload_schema": payload_schema,
+    }))
 }
 
 async fn qdrant_create_index(
@@ -694,18 +790,9 @@ async fn qdrant_upsert(
                 "point id must be an unsigned integer or a UUID",
             );
         };
-        let vector: Option<Vec<f32>> = point["vector"]
-            .as_array()
-            .and_then(|v| v.iter().map(|x| x.as_f64().map(|f| f as f32)).collect());
-        let Some(vector) = vector.filter(|v| v.len() == collection.size) else {
-            return error_response(
-                Api::Qdrant,
-                400,
-                &format!(
-                    "Wrong input: Vector dimension error: expected dim: {}",
-                    collection.size
-                ),
-            );
+        let (vector, sparse) = match point_vectors(collection, &point["vector"]) {
+            Ok(vectors) => vectors,
+            Err(message) => return error_response(Api::Qdrant, 400, &message),
         };
         let payload = point["payload"].as_object().cloned().unwrap_or_default();
         parsed.push((
@@ -713,6 +800,7 @@ async fn qdrant_upsert(
             Point {
                 id: point["id"].clone(),
                 vector,
+                sparse,
                 payload,
             },
         ));
@@ -720,6 +808,190 @@ async fn qdrant_upsert(
     collection.points.extend(parsed);
     let result = next_operation(&mut inner);
     qdrant_ok(result)
+}
+
+fn dense_vector(value: &Value) -> Option<Vec<f32>> {
+    value
+        .as_array()
+        .and_then(|v| v.iter().map(|x| x.as_f64().map(|f| f as f32)).collect())
+}
+
+/// `{indices, values}` with distinct indices and as many values, as Qdrant requires.
+fn sparse_vector(value: &Value) -> Result<BTreeMap<u32, f32>, String> {
+    let indices: Option<Vec<u32>> = value["indices"].as_array().and_then(|v| {
+        v.iter()
+            .map(|x| x.as_u64().and_then(|i| u32::try_from(i).ok()))
+            .collect()
+    });
+    let values: Option<Vec<f32>> = value["values"]
+        .as_array()
+        .and_then(|v| v.iter().map(|x| x.as_f64().map(|f| f as f32)).collect());
+    let (Some(indices), Some(values)) = (indices, values) else {
+        return Err("Wrong input: a sparse vector is {indices: [u32], values: [f32]}".into());
+    };
+    if indices.len() != values.len() {
+        return Err("Wrong input: sparse vector indices and values differ in length".into());
+    }
+    let map: BTreeMap<u32, f32> = indices.iter().copied().zip(values).collect();
+    if map.len() != indices.len() {
+        return Err("Wrong input: sparse vector indices must be unique".into());
+    }
+    Ok(map)
+}
+
+fn wrong_dimension(size: usize) -> String {
+    format!("Wrong input: Vector dimension error: expected dim: {size}")
+}
+
+/// The dense and sparse vectors of an upserted point, as the collection's layout wants them.
+fn point_vectors(
+    collection: &Collection,
+    value: &Value,
+) -> Result<(Vec<f32>, BTreeMap<u32, f32>), String> {
+    match &collection.vectors {
+        Vectors::Unnamed => dense_vector(value)
+            .filter(|v| v.len() == collection.size)
+            .map(|v| (v, BTreeMap::new()))
+            .ok_or_else(|| wrong_dimension(collection.size)),
+        Vectors::Named { dense, sparse } => {
+            let Some(named) = value.as_object() else {
+                return Err("Wrong input: Not existing vector name error: ".to_owned());
+            };
+            if let Some(unknown) = named.keys().find(|k| *k != dense && *k != sparse) {
+                return Err(format!(
+                    "Wrong input: Not existing vector name error: {unknown}"
+                ));
+            }
+            let vector = named
+                .get(dense)
+                .and_then(dense_vector)
+                .filter(|v| v.len() == collection.size)
+                .ok_or_else(|| wrong_dimension(collection.size))?;
+            let keywords = match named.get(sparse) {
+                Some(value) => sparse_vector(value)?,
+                None => BTreeMap::new(),
+            };
+            Ok((vector, keywords))
+        }
+    }
+}
+
+/// Qdrant's `idf` modifier: ln((N - n + 0.5) / (n + 0.5) + 1), n = points holding the index.
+fn sparse_idf(collection: &Collection, index: u32) -> f32 {
+    let total = collection.points.len() as f32;
+    let holding = collection
+        .points
+        .values()
+        .filter(|p| p.sparse.contains_key(&index))
+        .count() as f32;
+    ((total - holding + 0.5) / (holding + 0.5) + 1.0).ln()
+}
+
+/// Reciprocal Rank Fusion as Qdrant computes it: each list adds 1 / (rank + 2), rank from 0.
+const RRF_K: f32 = 2.0;
+
+type Scored<'a> = Vec<(f32, &'a Point)>;
+
+/// Runs one query level (the request or a prefetch): its own prefetches first, then its query
+/// over their candidates (or over the whole collection), `score_threshold`, `limit`.
+fn run_query<'a>(collection: &'a Collection, request: &Value) -> Result<Scored<'a>, String> {
+    let prefetches: Vec<&Value> = match &request["prefetch"] {
+        Value::Null => Vec::new(),
+        Value::Array(list) => list.iter().collect(),
+        single => vec![single],
+    };
+    let prefetched: Vec<Scored<'a>> = prefetches
+        .into_iter()
+        .map(|prefetch| run_query(collection, prefetch))
+        .collect::<Result<_, _>>()?;
+    let candidates: Vec<&'a Point> = if request.get("prefetch").is_some() {
+        let mut seen: Vec<&'a Point> = Vec::new();
+        for (_, point) in prefetched.iter().flatten() {
+            if !seen.iter().any(|p| std::ptr::eq(*p, *point)) {
+                seen.push(point);
+            }
+        }
+        seen
+    } else {
+        collection.points.values().collect()
+    };
+    let using = request["using"].as_str();
+    let query = &request["query"];
+    let mut scored: Scored<'a> = if query["fusion"].is_string() {
+        if query["fusion"] != "rrf" {
+            return Err("the doubles support fusion \"rrf\" only".into());
+        }
+        let mut fused: Scored<'a> = Vec::new();
+        for list in &prefetched {
+            for (rank, (_, point)) in list.iter().enumerate() {
+                let add = 1.0 / (rank as f32 + RRF_K);
+                match fused.iter_mut().find(|(_, p)| std::ptr::eq(*p, *point)) {
+                    Some(entry) => entry.0 += add,
+                    None => fused.push((add, point)),
+                }
+            }
+        }
+        fused
+    } else if let Some(dense) = dense_vector(query) {
+        let expected = match &collection.vectors {
+            Vectors::Unnamed => None,
+            Vectors::Named { dense, .. } => Some(dense.as_str()),
+        };
+        if using != expected {
+            return Err(format!(
+                "Wrong input: Not existing vector name error: {}",
+                using.unwrap_or("")
+            ));
+        }
+        if dense.len() != collection.size {
+            return Err(wrong_dimension(collection.size));
+        }
+        candidates
+            .into_iter()
+            .map(|p| (cosine(&dense, &p.vector), p))
+            .collect()
+    } else if query.get("indices").is_some() {
+        let Vectors::Named { sparse: name, .. } = &collection.vectors else {
+            return Err(format!(
+                "Wrong input: Not existing vector name error: {}",
+                using.unwrap_or("")
+            ));
+        };
+        if using != Some(name.as_str()) {
+            return Err(format!(
+                "Wrong input: Not existing vector name error: {}",
+                using.unwrap_or("")
+            ));
+        }
+        let keywords = sparse_vector(query)?;
+        candidates
+            .into_iter()
+            .filter_map(|p| {
+                let score: f32 = keywords
+                    .iter()
+                    .filter_map(|(index, weight)| {
+                        p.sparse
+                            .get(index)
+                            .map(|value| sparse_idf(collection, *index) * weight * value)
+                    })
+                    .sum();
+                keywords
+                    .keys()
+                    .any(|index| p.sparse.contains_key(index))
+                    .then_some((score, p))
+            })
+            .collect()
+    } else {
+        return Err(
+            "the doubles support a dense vector, a sparse vector or {fusion: rrf} as query".into(),
+        );
+    };
+    if let Some(threshold) = request["score_threshold"].as_f64() {
+        scored.retain(|(score, _)| *score >= threshold as f32);
+    }
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+    scored.truncate(request["limit"].as_u64().unwrap_or(10) as usize);
+    Ok(scored)
 }
 
 fn select_payload(payload: &serde_json::Map<String, Value>, with_payload: &Value) -> Value {
@@ -741,40 +1013,14 @@ async fn qdrant_query(
     body: Bytes,
 ) -> Response {
     let (request, _) = begin_or_return!(shared, Endpoint::QdrantQuery, body);
-    let query: Option<Vec<f32>> = request["query"]
-        .as_array()
-        .and_then(|v| v.iter().map(|x| x.as_f64().map(|f| f as f32)).collect());
-    let Some(query) = query else {
-        return error_response(
-            Api::Qdrant,
-            400,
-            "the doubles support a dense vector as query",
-        );
-    };
-    let limit = request["limit"].as_u64().unwrap_or(10) as usize;
-    let threshold = request["score_threshold"].as_f64().map(|t| t as f32);
     let inner = shared.lock();
     let Some(collection) = inner.collections.get(&name) else {
         return missing_collection(&name);
     };
-    if query.len() != collection.size {
-        return error_response(
-            Api::Qdrant,
-            400,
-            &format!(
-                "Wrong input: Vector dimension error: expected dim: {}",
-                collection.size
-            ),
-        );
-    }
-    let mut hits: Vec<(f32, &Point)> = collection
-        .points
-        .values()
-        .map(|p| (cosine(&query, &p.vector), p))
-        .filter(|(score, _)| threshold.is_none_or(|t| *score >= t))
-        .collect();
-    hits.sort_by(|a, b| b.0.total_cmp(&a.0));
-    hits.truncate(limit);
+    let hits = match run_query(collection, &request) {
+        Ok(hits) => hits,
+        Err(message) => return error_response(Api::Qdrant, 400, &message),
+    };
     let with_payload = request
         .get("with_payload")
         .cloned()

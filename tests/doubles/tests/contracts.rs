@@ -8,10 +8,11 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use rag_core::keywords;
 use rag_core::retrieval::Passage;
 use rag_core::upstream::cohere::{Cohere, InputType};
 use rag_core::upstream::openai::{ChatMessage, ChatRole, ChatStream, OpenAi};
-use rag_core::upstream::qdrant::{NewPoint, Qdrant};
+use rag_core::upstream::qdrant::{HybridHits, Layout, NewPoint, Qdrant};
 use serde_json::{json, Value};
 use upstream_doubles::{Doubles, Endpoint, Fault, EMBED_DIMS};
 
@@ -206,20 +207,53 @@ async fn qdrant_double_follows_the_schema() {
         .map(|(i, (page, text))| NewPoint {
             id: format!("00000000-0000-4000-8000-00000000000{i}"),
             vector: Doubles::embed(text),
+            sparse: keywords::sparse_vector(text),
             passage: passage(page, text),
             hash: format!("h{i}"),
         })
         .collect();
-    let upserted = send(q.upsert_request(&points)).await;
+    let info = send(q.collection_info_request()).await;
+    contract.assert_response("GET /collections/{collection_name}", "200", &json_of(&info));
+    assert_eq!(Qdrant::parse_layout(&info).unwrap(), Layout::Hybrid);
+    let upserted = send(q.upsert_request(&points, Layout::Hybrid)).await;
     contract.assert_response(&ops("/points"), "200", &json_of(&upserted));
     assert_eq!(doubles.point_count("book"), 3);
 
-    let query =
-        send(q.query_request(&Doubles::embed("how do ROS nodes communicate"), 2, 0.1)).await;
-    contract.assert_response(&ops("/points/query"), "200", &json_of(&query));
-    let hits = Qdrant::parse_query_response(&query).unwrap();
-    assert_eq!(hits[0].title, "ros");
-    assert!(hits.len() <= 2 && hits.iter().all(|h| h.score >= 0.1));
+    let question = "how do humanoid legs walk";
+    let hybrid = send(q.hybrid_query_request(
+        &Doubles::embed(question),
+        &keywords::query_sparse_vector(question),
+        2,
+        0.1,
+    ))
+    .await;
+    contract.assert_response(&ops("/points/query"), "200", &json_of(&hybrid));
+    let HybridHits::Hits(hits) = Qdrant::parse_hybrid_query_response(&hybrid).unwrap() else {
+        panic!("the collection has named vectors");
+    };
+    assert_eq!(hits[0].title, "legs", "dense and keyword rankings agree");
+    assert!(
+        (hits[0].score - 1.0).abs() < 1e-6,
+        "RRF: 1/2 + 1/2 for first in both lists"
+    );
+    let off_topic = send(q.hybrid_query_request(
+        &Doubles::embed("photosynthesis chlorophyll"),
+        &keywords::query_sparse_vector("photosynthesis chlorophyll"),
+        2,
+        0.9,
+    ))
+    .await;
+    assert_eq!(
+        Qdrant::parse_hybrid_query_response(&off_topic).unwrap(),
+        HybridHits::Hits(vec![]),
+        "nothing passes the similarity threshold, so keywords cannot bring anything in"
+    );
+    let dense_only_query = send(q.query_request(&Doubles::embed("x"), 1, 0.0)).await;
+    assert_eq!(
+        dense_only_query.status(),
+        400,
+        "a named-vector collection needs `using`"
+    );
 
     let first = send(q.scroll_request(2, None)).await;
     contract.assert_response(&ops("/points/scroll"), "200", &json_of(&first));
@@ -254,6 +288,67 @@ async fn qdrant_double_follows_the_schema() {
     assert!(Qdrant::parse_query_response(&unavailable)
         .unwrap_err()
         .is_retryable());
+}
+
+/// A collection created before hybrid retrieval: one unnamed vector, no keyword vectors.
+#[tokio::test]
+async fn qdrant_double_serves_dense_only_collections() {
+    let Some(contract) = Contract::load("qdrant") else {
+        return;
+    };
+    let doubles = Doubles::start().await;
+    let q = Qdrant {
+        url: doubles.base_url(),
+        api_key: None,
+        collection: "legacy".into(),
+    };
+    let legacy = serde_json::json!({"vectors": {"size": EMBED_DIMS, "distance": "Cosine"}});
+    let created = send(
+        http::Request::put(format!("{}/collections/legacy", doubles.base_url()))
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(&legacy).unwrap())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(created.status(), 200);
+    let info = send(q.collection_info_request()).await;
+    contract.assert_response("GET /collections/{collection_name}", "200", &json_of(&info));
+    assert_eq!(Qdrant::parse_layout(&info).unwrap(), Layout::DenseOnly);
+    let text = "Humanoid legs use inverse kinematics for walking";
+    let point = NewPoint {
+        id: "00000000-0000-4000-8000-000000000001".into(),
+        vector: Doubles::embed(text),
+        sparse: keywords::sparse_vector(text),
+        passage: passage("legs", text),
+        hash: "h".into(),
+    };
+    let hybrid_write = send(q.upsert_request(std::slice::from_ref(&point), Layout::Hybrid)).await;
+    assert_eq!(hybrid_write.status(), 400, "no named vectors here");
+    let upserted = send(q.upsert_request(&[point], Layout::DenseOnly)).await;
+    assert_eq!(upserted.status(), 200);
+
+    let question = "how do legs walk";
+    let hybrid = send(q.hybrid_query_request(
+        &Doubles::embed(question),
+        &keywords::query_sparse_vector(question),
+        2,
+        0.1,
+    ))
+    .await;
+    contract.assert_response(
+        "POST /collections/{collection_name}/points/query",
+        "400",
+        &json_of(&hybrid),
+    );
+    assert_eq!(
+        Qdrant::parse_hybrid_query_response(&hybrid).unwrap(),
+        HybridHits::DenseOnlyCollection
+    );
+    let dense = send(q.query_request(&Doubles::embed(question), 2, 0.1)).await;
+    assert_eq!(
+        Qdrant::parse_query_response(&dense).unwrap()[0].title,
+        "legs"
+    );
 }
 
 fn openai(doubles: &Doubles) -> OpenAi {

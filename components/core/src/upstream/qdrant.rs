@@ -11,10 +11,41 @@ use serde_json::{json, Value};
 
 use super::{decode, json_request, Service, UpstreamError};
 use crate::config::Settings;
+use crate::keywords::SparseVector;
 use crate::retrieval::Passage;
 
 /// Payload fields indexed as `keyword`, so deletes and scrolls by page stay fast.
 pub const INDEXED_FIELDS: [&str; 2] = ["url", "page_url"];
+
+/// The dense (embedding) vector of each point in a hybrid collection.
+pub const DENSE_VECTOR: &str = "dense";
+/// The sparse keyword vector ([`crate::keywords::sparse_vector`]) beside it; Qdrant weighs
+/// its terms by IDF over the collection (`modifier: idf`).
+pub const SPARSE_VECTOR: &str = "sparse";
+
+/// Candidates each hybrid prefetch hands to the fusion, per passage asked for.
+pub const HYBRID_POOL_PER_PASSAGE: u32 = 4;
+/// Most candidates a hybrid prefetch hands to the fusion.
+pub const MAX_HYBRID_POOL: u32 = 100;
+
+/// How a collection stores its vectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// Named `dense` and `sparse` vectors: hybrid retrieval (what ingest creates).
+    Hybrid,
+    /// One unnamed dense vector, as collections created before hybrid retrieval are:
+    /// dense-only retrieval until the collection is deleted and ingested again.
+    DenseOnly,
+}
+
+/// What a hybrid query got back.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HybridHits {
+    Hits(Vec<Passage>),
+    /// The collection has no named vectors (see [`Layout::DenseOnly`]): ask
+    /// [`Qdrant::query_request`] instead.
+    DenseOnlyCollection,
+}
 
 /// A Qdrant point id: an unsigned integer or a UUID string.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -33,11 +64,13 @@ impl fmt::Display for PointId {
     }
 }
 
-/// A chunk to store: its id (a UUID string), vector, passage and content hash.
+/// A chunk to store: its id (a UUID string), vectors, passage and content hash.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewPoint {
     pub id: String,
     pub vector: Vec<f32>,
+    /// Its keywords; stored only in a [`Layout::Hybrid`] collection.
+    pub sparse: SparseVector,
     /// Stored as the payload; its `score` is not stored.
     pub passage: Passage,
     /// Content hash, so a re-ingest can skip unchanged chunks.
@@ -162,6 +195,60 @@ impl Qdrant {
         self.request(Method::POST, "/points/query", Some(&body))
     }
 
+    /// `POST /collections/{c}/points/query` of a hybrid collection, in one call: a dense
+    /// prefetch of the nearest passages with at least `min_similarity`, and a sparse prefetch
+    /// that ranks those same candidates by the question's keywords; the two rankings are fused
+    /// with Reciprocal Rank Fusion. Keyword evidence reorders the candidates but cannot bring
+    /// in a passage below the similarity threshold, so an off-topic question still finds
+    /// nothing. Scores are RRF scores, not similarities.
+    pub fn hybrid_query_request(
+        &self,
+        dense: &[f32],
+        sparse: &SparseVector,
+        limit: u32,
+        min_similarity: f32,
+    ) -> Request<Vec<u8>> {
+        let pool = limit
+            .saturating_mul(HYBRID_POOL_PER_PASSAGE)
+            .clamp(limit, MAX_HYBRID_POOL.max(limit));
+        let nearest = json!({
+            "query": dense,
+            "using": DENSE_VECTOR,
+            "score_threshold": min_similarity,
+            "limit": pool,
+        });
+        let body = json!({
+            "prefetch": [
+                nearest,
+                {
+                    "prefetch": nearest,
+                    "query": { "indices": sparse.indices, "values": sparse.values },
+                    "using": SPARSE_VECTOR,
+                    "limit": pool,
+                },
+            ],
+            "query": { "fusion": "rrf" },
+            "limit": limit,
+            "with_payload": true,
+        });
+        self.request(Method::POST, "/points/query", Some(&body))
+    }
+
+    /// The hits of [`Self::hybrid_query_request`], or word that the collection has only an
+    /// unnamed vector (Qdrant answers 400 naming the missing vector).
+    pub fn parse_hybrid_query_response(
+        response: &Response<Vec<u8>>,
+    ) -> Result<HybridHits, UpstreamError> {
+        if response.status() == http::StatusCode::BAD_REQUEST {
+            let error: Value = serde_json::from_slice(response.body()).unwrap_or(Value::Null);
+            let message = error["status"]["error"].as_str().unwrap_or("");
+            if message.to_ascii_lowercase().contains("vector name") {
+                return Ok(HybridHits::DenseOnlyCollection);
+            }
+        }
+        Self::parse_query_response(response).map(HybridHits::Hits)
+    }
+
     /// The hits as passages, best first, with Qdrant's cosine similarity as the score.
     pub fn parse_query_response(
         response: &Response<Vec<u8>>,
@@ -198,10 +285,39 @@ impl Qdrant {
         Ok(parsed.result.exists)
     }
 
-    /// `PUT /collections/{c}` with one unnamed cosine vector of `vector_size` dimensions.
+    /// `PUT /collections/{c}` with a [`Layout::Hybrid`] layout: a cosine [`DENSE_VECTOR`] of
+    /// `vector_size` dimensions and a [`SPARSE_VECTOR`] weighed by IDF.
     pub fn create_collection_request(&self, vector_size: usize) -> Request<Vec<u8>> {
-        let body = json!({ "vectors": { "size": vector_size, "distance": "Cosine" } });
+        let body = json!({
+            "vectors": { DENSE_VECTOR: { "size": vector_size, "distance": "Cosine" } },
+            "sparse_vectors": { SPARSE_VECTOR: { "modifier": "idf" } },
+        });
         self.request(Method::PUT, "", Some(&body))
+    }
+
+    /// `GET /collections/{c}`: the collection's configuration.
+    pub fn collection_info_request(&self) -> Request<Vec<u8>> {
+        self.request(Method::GET, "", None)
+    }
+
+    /// How the collection stores vectors; an error for a layout this service did not create.
+    pub fn parse_layout(response: &Response<Vec<u8>>) -> Result<Layout, UpstreamError> {
+        let info: Envelope<Value> = decode(Service::Qdrant, response)?;
+        let params = &info.result["config"]["params"];
+        let vectors = &params["vectors"];
+        if vectors.get("size").is_some() {
+            return Ok(Layout::DenseOnly);
+        }
+        let has_sparse = params["sparse_vectors"].get(SPARSE_VECTOR).is_some();
+        if vectors.get(DENSE_VECTOR).is_some() && has_sparse {
+            return Ok(Layout::Hybrid);
+        }
+        Err(UpstreamError::bad_response(
+            Service::Qdrant,
+            format!(
+                "the collection's vectors are neither one unnamed vector nor `{DENSE_VECTOR}` + `{SPARSE_VECTOR}`; delete it and ingest again"
+            ),
+        ))
     }
 
     /// `PUT /collections/{c}/index?wait=true`: a keyword index on one payload field (see
@@ -211,15 +327,25 @@ impl Qdrant {
         self.request(Method::PUT, "/index?wait=true", Some(&body))
     }
 
-    /// `PUT /collections/{c}/points?wait=true`.
-    pub fn upsert_request(&self, points: &[NewPoint]) -> Request<Vec<u8>> {
+    /// `PUT /collections/{c}/points?wait=true`, with the vectors the layout holds.
+    pub fn upsert_request(&self, points: &[NewPoint], layout: Layout) -> Request<Vec<u8>> {
         let points: Vec<Value> = points
             .iter()
             .map(|point| {
                 let p = &point.passage;
+                let vector = match layout {
+                    Layout::DenseOnly => json!(point.vector),
+                    Layout::Hybrid => json!({
+                        DENSE_VECTOR: point.vector,
+                        SPARSE_VECTOR: {
+                            "indices": point.sparse.indices,
+                            "values": point.sparse.values,
+                        },
+                    }),
+                };
                 json!({
                     "id": point.id,
-                    "vector": point.vector,
+                    "vector": vector,
                     "payload": {
                         "url": p.url, "page_url": p.page_url, "title": p.title,
                         "heading": p.heading, "text": p.text, "hash": point.hash,
@@ -378,8 +504,30 @@ mod tests {
         assert_eq!(create.uri().path(), "/collections/book");
         assert_eq!(
             body(&create),
-            json!({"vectors": {"size": 1536, "distance": "Cosine"}})
+            json!({
+                "vectors": {"dense": {"size": 1536, "distance": "Cosine"}},
+                "sparse_vectors": {"sparse": {"modifier": "idf"}},
+            })
         );
+        let info = q.collection_info_request();
+        assert_eq!(
+            (info.method(), info.uri().path()),
+            (&Method::GET, "/collections/book")
+        );
+        let layout = |params: Value| {
+            Qdrant::parse_layout(&ok(
+                json!({"result": {"status": "green", "config": {"params": params}}}),
+            ))
+        };
+        assert_eq!(
+            layout(json!({"vectors": {"size": 4, "distance": "Cosine"}})).unwrap(),
+            Layout::DenseOnly
+        );
+        assert_eq!(
+            layout(json!({"vectors": {"dense": {"size": 4, "distance": "Cosine"}}, "sparse_vectors": {"sparse": {"modifier": "idf"}}})).unwrap(),
+            Layout::Hybrid
+        );
+        assert!(layout(json!({"vectors": {"other": {"size": 4, "distance": "Cosine"}}})).is_err());
         let index = q.create_index_request("page_url");
         assert_eq!(index.uri().path(), "/collections/book/index");
         assert_eq!(
@@ -393,13 +541,20 @@ mod tests {
         let point = NewPoint {
             id: "550e8400-e29b-41d4-a716-446655440000".into(),
             vector: vec![1.0, 0.0],
+            sparse: SparseVector {
+                indices: vec![3, 9],
+                values: vec![1.0, 2.0],
+            },
             passage: Passage {
                 score: 0.9,
                 ..passage()
             },
             hash: "abc".into(),
         };
-        let request = qdrant(None).upsert_request(&[point]);
+        let dense_only =
+            body(&qdrant(None).upsert_request(std::slice::from_ref(&point), Layout::DenseOnly));
+        assert_eq!(dense_only["points"][0]["vector"], json!([1.0, 0.0]));
+        let request = qdrant(None).upsert_request(&[point], Layout::Hybrid);
         assert_eq!(request.uri().query(), Some("wait=true"));
         let sent = body(&request);
         assert_eq!(
@@ -410,6 +565,62 @@ mod tests {
             sent["points"][0]["id"],
             "550e8400-e29b-41d4-a716-446655440000"
         );
+        assert_eq!(
+            sent["points"][0]["vector"],
+            json!({"dense": [1.0, 0.0], "sparse": {"indices": [3, 9], "values": [1.0, 2.0]}})
+        );
+    }
+
+    #[test]
+    fn hybrid_query_fuses_dense_and_sparse_prefetches() {
+        let sparse = SparseVector {
+            indices: vec![7, 11],
+            values: vec![1.0, 1.0],
+        };
+        let request = qdrant(Some("qk")).hybrid_query_request(&[0.5, 0.25], &sparse, 5, 0.3);
+        assert_eq!(request.uri().path(), "/collections/book/points/query");
+        let sent = body(&request);
+        assert_eq!(sent["query"], json!({"fusion": "rrf"}));
+        assert_eq!(
+            (sent["limit"].clone(), sent["with_payload"].clone()),
+            (json!(5), json!(true))
+        );
+        let dense = &sent["prefetch"][0];
+        assert_eq!(dense["using"], "dense");
+        assert_eq!(dense["query"], json!([0.5, 0.25]));
+        assert_eq!(dense["limit"], 20);
+        assert!((dense["score_threshold"].as_f64().unwrap() - 0.3).abs() < 1e-6);
+        let keyword = &sent["prefetch"][1];
+        assert_eq!(keyword["using"], "sparse");
+        assert_eq!(
+            keyword["query"],
+            json!({"indices": [7, 11], "values": [1.0, 1.0]})
+        );
+        assert_eq!(
+            keyword["prefetch"], *dense,
+            "keywords rank only the similar candidates"
+        );
+
+        let hits = ok(json!({"result": {"points": [
+            {"id": 1, "version": 1, "score": 0.5, "payload": {"url": "u#h", "page_url": "u", "title": "T", "heading": "", "text": "x"}}
+        ]}}));
+        match Qdrant::parse_hybrid_query_response(&hits).unwrap() {
+            HybridHits::Hits(passages) => assert_eq!(passages[0].score, 0.5),
+            other => panic!("{other:?}"),
+        }
+        let unnamed = Response::builder()
+            .status(400)
+            .body(br#"{"status":{"error":"Wrong input: Not existing vector name error: dense"},"time":0.0}"#.to_vec())
+            .unwrap();
+        assert_eq!(
+            Qdrant::parse_hybrid_query_response(&unnamed).unwrap(),
+            HybridHits::DenseOnlyCollection
+        );
+        let other = Response::builder()
+            .status(400)
+            .body(br#"{"status":{"error":"Wrong input: bad limit"}}"#.to_vec())
+            .unwrap();
+        assert!(Qdrant::parse_hybrid_query_response(&other).is_err());
     }
 
     #[test]
