@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::config::RuntimeSettings;
+use crate::config::AppLocation;
 use crate::manifest::App;
 use crate::outbound_http::AllowedHosts;
 use crate::variables::{AppVariables, Origin};
@@ -32,7 +32,7 @@ pub fn require_production_services(vars: &AppVariables) -> anyhow::Result<()> {
     }
 }
 
-pub fn run(settings: &RuntimeSettings, production: bool) -> ExitCode {
+pub fn run(settings: &AppLocation, production: bool) -> ExitCode {
     let mut errors = Vec::new();
     let app = match App::load(&settings.manifest) {
         Ok(app) => app,

@@ -7,8 +7,38 @@ use std::time::Duration;
 
 use clap::Args;
 
+/// The one parser of boolean settings, for flags and environment variables alike, in every
+/// subcommand: `1`, `true`, `yes`, `on` and `0`, `false`, `no`, `off`, in any case.
+pub fn parse_bool(value: &str) -> Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" | "" => Ok(false),
+        other => Err(format!(
+            "{other:?} is not a yes/no value (use 1, true, yes, on or 0, false, no, off)"
+        )),
+    }
+}
+
+/// Production mode, read the same way by `serve` and `check`.
 #[derive(Debug, Clone, Args)]
-pub struct RuntimeSettings {
+pub struct ProductionMode {
+    /// Refuse to run without the services a production deployment needs (PostgreSQL, Qdrant,
+    /// Cohere, LLM) instead of falling back to the keyless mode.
+    #[arg(
+        long = "production",
+        env = "APP_ENV_PRODUCTION",
+        value_parser = parse_bool,
+        num_args = 0..=1,
+        default_value = "false",
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub enabled: bool,
+}
+
+/// Where the application is: every subcommand that reads spin.toml or the data folder.
+#[derive(Debug, Clone, Args)]
+pub struct AppLocation {
     /// The application manifest.
     #[arg(long, env = "SPIN_MANIFEST", default_value = "spin.toml")]
     pub manifest: PathBuf,
@@ -17,7 +47,34 @@ pub struct RuntimeSettings {
     /// Hugging Face Spaces with persistent storage.
     #[arg(long, env = "DATA_DIR", default_value = ".data")]
     pub data_dir: PathBuf,
+}
 
+/// Outbound HTTP and PostgreSQL connections (serving and ingestion).
+#[derive(Debug, Clone, Args)]
+pub struct OutboundSettings {
+    /// Connect timeout of outbound HTTP and PostgreSQL, in seconds.
+    #[arg(long, env = "OUTBOUND_CONNECT_TIMEOUT_SECS", default_value_t = 10)]
+    pub connect_timeout_secs: u64,
+
+    /// Time to the first response byte of an outbound request, in seconds.
+    #[arg(long, env = "OUTBOUND_TIMEOUT_SECS", default_value_t = 120)]
+    pub outbound_timeout_secs: u64,
+}
+
+impl OutboundSettings {
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.connect_timeout_secs)
+    }
+
+    pub fn first_byte_timeout(&self) -> Duration {
+        Duration::from_secs(self.outbound_timeout_secs)
+    }
+}
+
+/// The wasmtime engine and its compile cache (`serve` and `precompile`): the limits shape the
+/// compiled code, so both read them the same way.
+#[derive(Debug, Clone, Args)]
+pub struct EngineSettings {
     /// Where compiled components are cached between restarts (default: DATA_DIR/cache).
     #[arg(long, env = "COMPILE_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
@@ -26,8 +83,33 @@ pub struct RuntimeSettings {
     #[arg(long, env = "MEMORY_LIMIT_MB", default_value_t = 128)]
     pub memory_limit_mb: u64,
 
-    /// Wall-clock budget for a request until its response starts, and the CPU deadline of the
-    /// guest (epoch interruption), in seconds.
+    /// Instances that may run at once; requests beyond it get 503.
+    #[arg(long, env = "MAX_CONCURRENT_REQUESTS", default_value_t = 256)]
+    pub max_concurrent_requests: u32,
+}
+
+impl EngineSettings {
+    pub fn memory_limit_bytes(&self) -> usize {
+        (self.memory_limit_mb as usize).saturating_mul(1024 * 1024)
+    }
+
+    pub fn cache_dir(&self, app: &AppLocation) -> PathBuf {
+        self.cache_dir
+            .clone()
+            .unwrap_or_else(|| app.data_dir.join("cache"))
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RuntimeSettings {
+    #[command(flatten)]
+    pub app: AppLocation,
+
+    #[command(flatten)]
+    pub engine: EngineSettings,
+
+    /// Wall-clock budget of a request until its response starts, in seconds; a guest still
+    /// computing then is interrupted.
     #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 60)]
     pub request_timeout_secs: u64,
 
@@ -35,21 +117,18 @@ pub struct RuntimeSettings {
     #[arg(long, env = "STREAM_TIMEOUT_SECS", default_value_t = 300)]
     pub stream_timeout_secs: u64,
 
-    /// Instances that may run at once; requests beyond it get 503.
-    #[arg(long, env = "MAX_CONCURRENT_REQUESTS", default_value_t = 256)]
-    pub max_concurrent_requests: u32,
-
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
 
-    /// Connect timeout of outbound HTTP and PostgreSQL, in seconds.
-    #[arg(long, env = "OUTBOUND_CONNECT_TIMEOUT_SECS", default_value_t = 10)]
-    pub connect_timeout_secs: u64,
+    #[command(flatten)]
+    pub outbound: OutboundSettings,
 
-    /// Time to the first response byte of an outbound request, in seconds.
-    #[arg(long, env = "OUTBOUND_TIMEOUT_SECS", default_value_t = 120)]
-    pub outbound_timeout_secs: u64,
+    /// Fixed answers instead of DNS for outbound HTTP, `name:address,...` (like curl's
+    /// `--resolve`); for tests and for pinning an upstream. The public-address rule still
+    /// applies to them.
+    #[arg(long, env = "OUTBOUND_RESOLVE", default_value = "")]
+    pub outbound_resolve: String,
 
     /// PostgreSQL statement timeout, in seconds.
     #[arg(long, env = "PG_STATEMENT_TIMEOUT_SECS", default_value_t = 15)]
@@ -62,7 +141,7 @@ pub struct RuntimeSettings {
 
 impl RuntimeSettings {
     pub fn memory_limit_bytes(&self) -> usize {
-        (self.memory_limit_mb as usize).saturating_mul(1024 * 1024)
+        self.engine.memory_limit_bytes()
     }
 
     pub fn request_timeout(&self) -> Duration {
@@ -74,9 +153,7 @@ impl RuntimeSettings {
     }
 
     pub fn cache_dir(&self) -> PathBuf {
-        self.cache_dir
-            .clone()
-            .unwrap_or_else(|| self.data_dir.join("cache"))
+        self.engine.cache_dir(&self.app)
     }
 }
 
@@ -98,14 +175,55 @@ pub struct ServerSettings {
     #[arg(long, env = "BASE_PATH", default_value = "")]
     pub base_path: String,
 
-    /// Requests per minute allowed from one client address (X-Forwarded-For behind a proxy,
-    /// else the peer); 0 turns rate limiting off.
+    /// Requests per minute allowed from one client address, counting every request; 0 turns
+    /// every per-client limit off (this one and the chat and session-write budgets).
     #[arg(long, env = "RATE_LIMIT_PER_MINUTE", default_value_t = 120)]
     pub rate_limit_per_minute: u32,
 
     /// Requests a client may send at once before the per-minute rate applies.
     #[arg(long, env = "RATE_LIMIT_BURST", default_value_t = 30)]
     pub rate_limit_burst: u32,
+
+    /// `POST /chat` per minute from one client, on top of the general limit; 0 = no own budget.
+    #[arg(long, env = "CHAT_RATE_LIMIT_PER_MINUTE", default_value_t = 20)]
+    pub chat_rate_limit_per_minute: u32,
+
+    /// Chats a client may send at once before the per-minute chat rate applies.
+    #[arg(long, env = "CHAT_RATE_LIMIT_BURST", default_value_t = 10)]
+    pub chat_rate_limit_burst: u32,
+
+    /// Session writes (POST, PUT, PATCH, DELETE under /session) per minute from one client,
+    /// on top of the general limit; 0 = no own budget.
+    #[arg(
+        long,
+        env = "SESSION_WRITE_RATE_LIMIT_PER_MINUTE",
+        default_value_t = 30
+    )]
+    pub session_write_rate_limit_per_minute: u32,
+
+    /// Session writes a client may send at once before the per-minute rate applies.
+    #[arg(long, env = "SESSION_WRITE_RATE_LIMIT_BURST", default_value_t = 10)]
+    pub session_write_rate_limit_burst: u32,
+
+    /// Proxies whose X-Forwarded-For is believed: comma-separated addresses or CIDRs (e.g.
+    /// `10.0.0.0/8,127.0.0.1`), or a number of proxy hops in front of the runner (e.g. `1`).
+    /// Empty: the client is the peer address and X-Forwarded-For is ignored.
+    #[arg(long, env = "TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: String,
+
+    /// Bearer token that unlocks `/metrics` on the main port; empty = not served there.
+    #[arg(
+        long,
+        env = "METRICS_TOKEN",
+        default_value = "",
+        hide_env_values = true
+    )]
+    pub metrics_token: String,
+
+    /// A separate listener for `/metrics` only, e.g. `127.0.0.1:9090`; a non-loopback address
+    /// needs METRICS_TOKEN too.
+    #[arg(long, env = "METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 
     /// How long in-flight requests may finish after SIGTERM, in seconds.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 30)]

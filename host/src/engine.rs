@@ -14,7 +14,9 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-/// How often the epoch advances; deadlines are counted in these ticks.
+/// How often the epoch advances. At every tick a running guest yields to the scheduler and its
+/// deadline is checked, so a guest that never awaits holds a worker for at most one tick and
+/// overruns its deadline by at most one tick.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 pub struct EngineLimits {
@@ -79,11 +81,6 @@ impl Drop for EpochTicker {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }
-}
-
-/// Deadline in epoch ticks for a wall-clock budget.
-pub fn ticks(budget: Duration) -> u64 {
-    (budget.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
 }
 
 /// Loads a component, from the compile cache when it holds this exact build.

@@ -3,6 +3,7 @@
 //! One module per host capability or concern, named for what it provides.
 
 pub mod check;
+pub mod client_address;
 pub mod config;
 pub mod engine;
 pub mod errors;
@@ -10,8 +11,10 @@ pub mod eval;
 pub mod ingest;
 pub mod manifest;
 pub mod metrics;
+pub mod outbound_address;
 pub mod outbound_http;
 pub mod postgres;
+pub mod rate_limit;
 pub mod routes;
 pub mod runtime;
 pub mod server;

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use host::config::{RuntimeSettings, ServerSettings};
+use host::config::{AppLocation, EngineSettings, ProductionMode, RuntimeSettings, ServerSettings};
 use host::manifest::App;
 use host::runtime::Runtime;
 use host::variables::AppVariables;
@@ -28,6 +28,8 @@ enum Command {
         runtime: RuntimeSettings,
         #[command(flatten)]
         server: ServerSettings,
+        #[command(flatten)]
+        production: ProductionMode,
     },
     /// Index a Docusaurus docs folder into Qdrant (Cohere embeddings) or the embedded SQLite index.
     Ingest(host::ingest::IngestArgs),
@@ -36,15 +38,16 @@ enum Command {
     /// Validate spin.toml and the environment; print what is configured (names, never values).
     Check {
         #[command(flatten)]
-        runtime: RuntimeSettings,
-        /// Fail when a service needed in production (PostgreSQL, Qdrant, Cohere, LLM) is unset.
-        #[arg(long, env = "APP_ENV_PRODUCTION", default_value_t = false)]
-        production: bool,
+        app: AppLocation,
+        #[command(flatten)]
+        production: ProductionMode,
     },
     /// Compile every component into the compile cache (used when building the image).
     Precompile {
         #[command(flatten)]
-        runtime: RuntimeSettings,
+        app: AppLocation,
+        #[command(flatten)]
+        engine: EngineSettings,
     },
     /// Probe a running server's /health (for container HEALTHCHECK; no curl needed).
     Healthcheck {
@@ -53,10 +56,6 @@ enum Command {
         #[arg(long, env = "BASE_PATH", default_value = "")]
         base_path: String,
     },
-}
-
-fn production_mode() -> bool {
-    std::env::var("APP_ENV_PRODUCTION").is_ok_and(|v| matches!(v.trim(), "1" | "true" | "yes"))
 }
 
 fn main() -> ExitCode {
@@ -91,16 +90,23 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> Result<ExitCode> {
     match command {
-        Command::Serve { runtime, server } => {
-            let app = App::load(&runtime.manifest)?;
+        Command::Serve {
+            runtime,
+            server,
+            production,
+        } => {
+            let app = App::load(&runtime.app.manifest)?;
             let variables = AppVariables::from_process_env(&app.manifest)?;
-            if production_mode() {
+            if production.enabled {
                 host::check::require_production_services(&variables)?;
             }
             tokio::task::block_in_place(|| {
-                host::ingest::ensure_keyless_index(&app, &variables, &runtime.data_dir, |name| {
-                    std::env::var(name).ok()
-                })
+                host::ingest::ensure_keyless_index(
+                    &app,
+                    &variables,
+                    &runtime.app.data_dir,
+                    |name| std::env::var(name).ok(),
+                )
             });
             let runtime = tokio::task::block_in_place(|| Runtime::load(runtime, variables, app))?;
             host::server::serve(Arc::new(runtime), &server).await?;
@@ -108,15 +114,15 @@ async fn run(command: Command) -> Result<ExitCode> {
         }
         Command::Ingest(args) => host::ingest::run(args).await,
         Command::Eval(args) => host::eval::run(args).await,
-        Command::Check {
-            runtime,
-            production,
-        } => Ok(host::check::run(&runtime, production)),
-        Command::Precompile { runtime } => {
-            let app = App::load(&runtime.manifest)?;
+        Command::Check { app, production } => Ok(host::check::run(&app, production.enabled)),
+        Command::Precompile {
+            app: location,
+            engine: settings,
+        } => {
+            let app = App::load(&location.manifest)?;
             let engine = host::engine::build(&host::engine::EngineLimits {
-                max_instances: runtime.max_concurrent_requests,
-                memory_limit_bytes: runtime.memory_limit_bytes(),
+                max_instances: settings.max_concurrent_requests,
+                memory_limit_bytes: settings.memory_limit_bytes(),
             })?;
             let paths: Vec<_> = app
                 .manifest
@@ -124,11 +130,12 @@ async fn run(command: Command) -> Result<ExitCode> {
                 .values()
                 .map(|c| app.source_path(c))
                 .collect();
-            host::engine::precompile(&engine, &paths, &runtime.cache_dir())?;
+            let cache_dir = settings.cache_dir(&location);
+            host::engine::precompile(&engine, &paths, &cache_dir)?;
             println!(
                 "compiled {} components into {}",
                 paths.len(),
-                runtime.cache_dir().display()
+                cache_dir.display()
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -1,6 +1,7 @@
 //! Outbound `wasi:http`: each component may reach only its `allowed_outbound_hosts`, and every
-//! request goes through ONE shared keep-alive client (hyper-util pool, rustls), so a chat does
-//! not pay a TCP and TLS handshake to each upstream every time.
+//! request goes through shared keep-alive clients (hyper-util pool, rustls), so a chat does
+//! not pay a TCP and TLS handshake to each upstream every time. A destination allowed only
+//! by a wildcard must resolve to a public address (see [`crate::outbound_address`]).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -12,6 +13,9 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
+use crate::outbound_address::{
+    is_non_public_refusal, is_public, AddressOverrides, NonPublicAddress, VettingResolver,
+};
 use crate::variables::AppVariables;
 
 /// Spin's `allowed_outbound_hosts` grammar: `scheme://host[:port]`, where scheme, host and
@@ -111,6 +115,14 @@ impl AllowedHost {
     }
 }
 
+impl AllowedHost {
+    /// Whether this entry allows the destination by naming its host outright (no wildcard):
+    /// such a host may resolve to a private or loopback address.
+    fn names(&self, scheme: &str, host: &str, port: Option<u16>) -> bool {
+        matches!(self.host, HostRule::Exact(_)) && self.allows(scheme, host, port)
+    }
+}
+
 fn well_known_port(scheme: &str) -> Option<u16> {
     match scheme {
         "http" => Some(80),
@@ -150,43 +162,56 @@ impl AllowedHosts {
             _ => false,
         }
     }
+
+    /// Whether an entry names the destination's host explicitly (see [`AllowedHost::names`]).
+    pub fn names_uri(&self, uri: &http::Uri) -> bool {
+        match (uri.scheme_str(), uri.host()) {
+            (Some(scheme), Some(host)) => self
+                .0
+                .iter()
+                .any(|rule| rule.names(scheme, host, uri.port_u16())),
+            _ => false,
+        }
+    }
 }
 
-type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+type Connector = hyper_rustls::HttpsConnector<HttpConnector<VettingResolver>>;
 
-/// The process-wide outbound client; cheap to clone (the pool is shared).
+/// The process-wide outbound clients; cheap to clone (the pools are shared). Destinations that
+/// may be private and those that must be public never share a pooled connection.
 #[derive(Clone)]
 pub struct OutboundClient {
-    client: Client<Connector, WasiBody>,
+    /// For hosts named in the allow-list, and for requests the host itself builds.
+    named: Client<Connector, WasiBody>,
+    /// For hosts allowed only by a wildcard: public addresses only.
+    public_only: Client<Connector, WasiBody>,
     first_byte_timeout: Duration,
 }
 
 impl OutboundClient {
     pub fn new(connect_timeout: Duration, first_byte_timeout: Duration) -> Result<Self> {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(connect_timeout));
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(rustls::RootCertStore {
-                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-            })
-            .with_no_client_auth();
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(32)
-            .pool_timer(TokioTimer::new())
-            .build(connector);
+        Self::with_overrides(
+            connect_timeout,
+            first_byte_timeout,
+            AddressOverrides::default(),
+        )
+    }
+
+    pub fn with_overrides(
+        connect_timeout: Duration,
+        first_byte_timeout: Duration,
+        overrides: AddressOverrides,
+    ) -> Result<Self> {
+        let overrides = Arc::new(overrides);
+        let client = |public_only| {
+            build_client(
+                VettingResolver::new(overrides.clone(), public_only),
+                connect_timeout,
+            )
+        };
         Ok(Self {
-            client,
+            named: client(false)?,
+            public_only: client(true)?,
             first_byte_timeout,
         })
     }
@@ -197,15 +222,54 @@ impl OutboundClient {
         request: http::Request<WasiBody>,
         timeout: Duration,
     ) -> Result<http::Response<WasiBody>, HttpError> {
-        let response = tokio::time::timeout(timeout, self.client.request(request))
-            .await
-            .map_err(|_| HttpError::ConnectionReadTimeout)?
-            .map_err(classify)?;
-        Ok(response.map(|body| body.map_err(HttpError::from).boxed_unsync()))
+        send_on(&self.named, request, timeout).await
     }
 }
 
+fn build_client(
+    resolver: VettingResolver,
+    connect_timeout: Duration,
+) -> Result<Client<Connector, WasiBody>> {
+    let mut http = HttpConnector::new_with_resolver(resolver);
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        })
+        .with_no_client_auth();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(32)
+        .pool_timer(TokioTimer::new())
+        .build(connector))
+}
+
+async fn send_on(
+    client: &Client<Connector, WasiBody>,
+    request: http::Request<WasiBody>,
+    timeout: Duration,
+) -> Result<http::Response<WasiBody>, HttpError> {
+    let response = tokio::time::timeout(timeout, client.request(request))
+        .await
+        .map_err(|_| HttpError::ConnectionReadTimeout)?
+        .map_err(classify)?;
+    Ok(response.map(|body| body.map_err(HttpError::from).boxed_unsync()))
+}
+
 fn classify(err: hyper_util::client::legacy::Error) -> HttpError {
+    if is_non_public_refusal(&err) {
+        return HttpError::HttpRequestDenied;
+    }
     if err.is_connect() {
         let text = format!("{err:?}");
         if text.contains("timed out") {
@@ -246,25 +310,52 @@ impl WasiHttpHooks for OutboundHttp {
         options: Option<RequestOptions>,
         _fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
     ) -> SendFuture {
-        if !self.allowed.allows_uri(request.uri()) {
+        let uri = request.uri();
+        if !self.allowed.allows_uri(uri) {
             tracing::warn!(
                 component = %self.component,
-                destination = %origin_of(request.uri()),
+                destination = %origin_of(uri),
                 "outbound request refused: destination not in allowed_outbound_hosts"
             );
             return Box::new(async { Err(HttpError::HttpRequestDenied) });
         }
-        let client = self.client.clone();
+        let named = self.allowed.names_uri(uri);
+        // An address written in the URL is not resolved, so it is vetted here.
+        let literal = uri
+            .host()
+            .and_then(|h| h.trim_start_matches('[').trim_end_matches(']').parse().ok());
+        if !named && literal.is_some_and(|ip| !is_public(ip)) {
+            refuse_non_public(&self.component, uri);
+            return Box::new(async { Err(HttpError::HttpRequestDenied) });
+        }
+        let client = if named {
+            self.client.named.clone()
+        } else {
+            self.client.public_only.clone()
+        };
         let timeout = options
             .and_then(|o| o.first_byte_timeout)
-            .unwrap_or(client.first_byte_timeout);
+            .unwrap_or(self.client.first_byte_timeout);
+        let component = self.component.clone();
+        let destination = uri.clone();
         Box::new(async move {
-            let response = client.send(request, timeout).await?;
+            let response = send_on(&client, request, timeout).await;
+            if matches!(response, Err(HttpError::HttpRequestDenied)) {
+                refuse_non_public(&component, &destination);
+            }
             let done: Box<dyn Future<Output = Result<(), HttpError>> + Send> =
                 Box::new(async { Ok(()) });
-            Ok((response, done))
+            Ok((response?, done))
         })
     }
+}
+
+fn refuse_non_public(component: &str, uri: &http::Uri) {
+    tracing::warn!(
+        component,
+        destination = %origin_of(uri),
+        "outbound request refused: {NonPublicAddress}; name the host in allowed_outbound_hosts to allow it"
+    );
 }
 
 /// `scheme://host:port` only: paths and queries may carry secrets (API keys in query strings).
@@ -339,6 +430,28 @@ mod tests {
         ] {
             assert!(AllowedHost::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn only_entries_without_wildcards_name_a_host() {
+        let hosts = AllowedHosts(
+            [
+                "https://*:443",
+                "http://127.0.0.1:*",
+                "https://*.qdrant.io:6333",
+            ]
+            .iter()
+            .map(|e| AllowedHost::parse(e).unwrap())
+            .collect(),
+        );
+        let names = |url: &str| hosts.names_uri(&url.parse().unwrap());
+        assert!(names("http://127.0.0.1:6333/collections"));
+        assert!(!names("https://169.254.169.254/latest"));
+        assert!(!names("https://db.qdrant.io:6333/"));
+        assert!(
+            !names("https://127.0.0.1/"),
+            "the named entry is for http only"
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@ use wasmtime::component::Resource;
 use crate::bindings::spin::postgres::postgres::{
     self, Column, DbDataType, DbValue, Error, ParameterValue, RowSet,
 };
+use crate::outbound_http::AllowedHosts;
 use crate::state::RequestState;
 
 #[derive(Clone)]
@@ -303,17 +304,36 @@ fn refs(params: &[Param]) -> Vec<&(dyn ToSql + Sync)> {
 }
 
 fn allowed(state: &RequestState, address: &str) -> bool {
+    every_destination_allowed(address, &state.component.allowed_hosts)
+}
+
+/// Every address the connection may use must be allowed: tokio-postgres connects to the
+/// `hostaddr` of an index when there is one (the `host` then only names the server for TLS),
+/// else to its `host`, so both lists are checked, each with the port of its index. A string
+/// that names neither, or a Unix socket, is refused.
+fn every_destination_allowed(address: &str, allowed_hosts: &AllowedHosts) -> bool {
     let Ok(config) = tokio_postgres::Config::from_str(address) else {
         return false;
     };
-    let port = config.get_ports().first().copied();
-    config.get_hosts().iter().all(|host| match host {
+    let hosts = config.get_hosts();
+    let hostaddrs = config.get_hostaddrs();
+    if hosts.is_empty() && hostaddrs.is_empty() {
+        return false;
+    }
+    let ports = config.get_ports();
+    let port_of = |index: usize| ports.get(index).or(ports.first()).copied();
+    let hosts_allowed = hosts.iter().enumerate().all(|(index, host)| match host {
         tokio_postgres::config::Host::Tcp(name) => {
-            state.component.allowed_hosts.allows("postgres", name, port)
+            allowed_hosts.allows("postgres", name, port_of(index))
         }
         #[cfg(unix)]
         tokio_postgres::config::Host::Unix(_) => false,
-    })
+    });
+    let addresses_allowed = hostaddrs
+        .iter()
+        .enumerate()
+        .all(|(index, ip)| allowed_hosts.allows("postgres", &ip.to_string(), port_of(index)));
+    hosts_allowed && addresses_allowed
 }
 
 impl postgres::Host for RequestState {}
@@ -368,5 +388,70 @@ impl postgres::HostConnection for RequestState {
     async fn drop(&mut self, connection: Resource<Connection>) -> wasmtime::Result<()> {
         self.table.delete(connection)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn only(entries: &[&str]) -> AllowedHosts {
+        let entries: Vec<String> = entries.iter().map(|e| e.to_string()).collect();
+        AllowedHosts::resolve(&entries, &crate::variables::AppVariables::default()).unwrap()
+    }
+
+    #[test]
+    fn hostaddr_without_host_is_checked() {
+        let allowed = only(&["postgres://db.example.com"]);
+        assert!(every_destination_allowed(
+            "postgres://u@db.example.com/app",
+            &allowed
+        ));
+        assert!(!every_destination_allowed(
+            "postgres:///app?user=u&hostaddr=169.254.169.254",
+            &allowed
+        ));
+        assert!(!every_destination_allowed(
+            "host=db.example.com hostaddr=10.0.0.5 user=u",
+            &allowed
+        ));
+        assert!(every_destination_allowed(
+            "hostaddr=10.0.0.5 user=u",
+            &only(&["postgres://10.0.0.5"])
+        ));
+    }
+
+    #[test]
+    fn every_host_is_checked_with_its_own_port() {
+        let allowed = only(&[
+            "postgres://a.example.com:5432",
+            "postgres://b.example.com:6543",
+        ]);
+        assert!(every_destination_allowed(
+            "host=a.example.com,b.example.com port=5432,6543 user=u",
+            &allowed
+        ));
+        assert!(!every_destination_allowed(
+            "host=a.example.com,b.example.com port=5432,7000 user=u",
+            &allowed
+        ));
+        assert!(!every_destination_allowed(
+            "host=a.example.com,evil.example.com user=u",
+            &allowed
+        ));
+    }
+
+    #[test]
+    fn strings_without_a_destination_or_with_a_socket_are_refused() {
+        let anywhere = only(&["postgres://*:*"]);
+        assert!(!every_destination_allowed("user=u dbname=app", &anywhere));
+        assert!(!every_destination_allowed(
+            "host=/var/run/postgresql user=u",
+            &anywhere
+        ));
+        assert!(!every_destination_allowed(
+            "not a connection string = =",
+            &anywhere
+        ));
     }
 }

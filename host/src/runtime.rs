@@ -23,6 +23,7 @@ use crate::engine::{self, EngineLimits, EpochTicker};
 use crate::errors::{json_error, not_found};
 use crate::manifest::App;
 use crate::metrics;
+use crate::outbound_address::AddressOverrides;
 use crate::outbound_http::{AllowedHosts, OutboundClient};
 use crate::postgres::{Postgres, PostgresSettings};
 use crate::routes::{RoutePattern, RouteTable};
@@ -59,7 +60,7 @@ pub struct Incoming {
 impl Runtime {
     pub fn load(settings: RuntimeSettings, variables: AppVariables, app: App) -> Result<Self> {
         let engine = engine::build(&EngineLimits {
-            max_instances: settings.max_concurrent_requests,
+            max_instances: settings.engine.max_concurrent_requests,
             memory_limit_bytes: settings.memory_limit_bytes(),
         })?;
         let mut linker = Linker::<RequestState>::new(&engine);
@@ -109,18 +110,19 @@ impl Runtime {
             .collect::<Result<Vec<_>>>()?;
 
         let services = Services {
-            outbound: OutboundClient::new(
-                std::time::Duration::from_secs(settings.connect_timeout_secs),
-                std::time::Duration::from_secs(settings.outbound_timeout_secs),
+            outbound: OutboundClient::with_overrides(
+                settings.outbound.connect_timeout(),
+                settings.outbound.first_byte_timeout(),
+                AddressOverrides::parse(&settings.outbound_resolve)?,
             )?,
             postgres: Postgres::new(PostgresSettings {
                 pool_size: settings.pg_pool_size,
-                connect_timeout: std::time::Duration::from_secs(settings.connect_timeout_secs),
+                connect_timeout: settings.outbound.connect_timeout(),
                 statement_timeout: std::time::Duration::from_secs(
                     settings.pg_statement_timeout_secs,
                 ),
             }),
-            sqlite: Sqlite::new(&settings.data_dir)?,
+            sqlite: Sqlite::new(&settings.app.data_dir)?,
         };
         Ok(Self {
             _ticker: EpochTicker::start(&engine),
@@ -128,7 +130,9 @@ impl Runtime {
             routes: RouteTable::new(routes)?,
             components,
             services,
-            permits: Arc::new(Semaphore::new(settings.max_concurrent_requests as usize)),
+            permits: Arc::new(Semaphore::new(
+                settings.engine.max_concurrent_requests as usize,
+            )),
             settings,
             app,
             variables,
@@ -140,7 +144,7 @@ impl Runtime {
     }
 
     pub fn in_flight(&self) -> usize {
-        self.settings.max_concurrent_requests as usize - self.permits.available_permits()
+        self.settings.engine.max_concurrent_requests as usize - self.permits.available_permits()
     }
 
     pub async fn handle(&self, incoming: Incoming) -> Response<Body> {
@@ -199,20 +203,13 @@ impl Runtime {
             ),
         );
         store.limiter(|state| &mut state.limits);
-        // Before the response starts, the guest has one request timeout of CPU; once it is
-        // streaming, it may go on until the stream timeout.
         let responded = Arc::new(AtomicBool::new(false));
-        let deadline_ticks = engine::ticks(self.settings.request_timeout());
-        let stream_deadline = started_plus(self.settings.stream_timeout());
-        let flag = responded.clone();
-        store.set_epoch_deadline(deadline_ticks);
-        store.epoch_deadline_callback(move |_| {
-            if flag.load(Ordering::Acquire) && Instant::now() < stream_deadline {
-                Ok(UpdateDeadline::Continue(deadline_ticks))
-            } else {
-                Err(wasmtime::Trap::Interrupt.into())
-            }
-        });
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(guest_deadline(
+            self.settings.request_timeout(),
+            self.settings.stream_timeout(),
+            responded.clone(),
+        ));
 
         let (sender, receiver) = oneshot::channel();
         let flag = responded.clone();
@@ -336,8 +333,34 @@ impl Runtime {
     }
 }
 
-fn started_plus(budget: std::time::Duration) -> Instant {
-    Instant::now() + budget
+/// Runs at every epoch tick of a guest. A guest that computes without awaiting anything
+/// would otherwise keep its tokio worker until its deadline, and with as many spinning guests
+/// as workers nothing else (`/health` included) would be served; so at every tick it yields
+/// to the scheduler, and only its own request waits. Before the response starts the guest
+/// may run until the request timeout; once it is streaming, until the stream timeout.
+fn guest_deadline(
+    request_timeout: std::time::Duration,
+    stream_timeout: std::time::Duration,
+    responded: Arc<AtomicBool>,
+) -> impl FnMut(wasmtime::StoreContextMut<'_, RequestState>) -> wasmtime::Result<UpdateDeadline>
+       + Send
+       + Sync
+       + 'static {
+    let started = Instant::now();
+    move |_| {
+        let budget = if responded.load(Ordering::Acquire) {
+            stream_timeout
+        } else {
+            request_timeout
+        };
+        if started.elapsed() >= budget {
+            return Err(wasmtime::Trap::Interrupt.into());
+        }
+        Ok(UpdateDeadline::YieldCustom(
+            1,
+            Box::pin(tokio::task::yield_now()),
+        ))
+    }
 }
 
 struct SpinHeaders {

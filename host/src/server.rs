@@ -1,5 +1,6 @@
-//! The HTTP server: axum with CORS, request ids, tracing, TCP_NODELAY, `/metrics`, and a
-//! graceful shutdown that drains in-flight requests.
+//! The HTTP server: axum with CORS, request ids, tracing, TCP_NODELAY, per-client rate limits,
+//! `/metrics` (behind a bearer token, or on its own loopback listener), and a graceful
+//! shutdown that drains in-flight requests.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,22 +9,21 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, HeaderName, HeaderValue, Method, Response, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
 use axum::routing::get;
 use axum::serve::ListenerExt;
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
-use tower_governor::governor::GovernorConfigBuilder;
-use tower_governor::key_extractor::SmartIpKeyExtractor;
-use tower_governor::{GovernorError, GovernorLayer};
 use tower_http::cors::{AllowOrigin, CorsLayer};
-
-use crate::errors::json_error;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::config::ServerSettings;
+use crate::errors::json_error;
+use crate::rate_limit::{self, RateLimits};
 use crate::runtime::{Incoming, Runtime};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -31,23 +31,65 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 #[derive(Clone)]
 struct AppState {
     runtime: Arc<Runtime>,
-    metrics: PrometheusHandle,
     base_path: Arc<str>,
 }
 
-pub fn router(runtime: Arc<Runtime>, settings: &ServerSettings) -> Router {
+/// Who may read `/metrics`: with a token, whoever presents it; without, only the separate
+/// listener (which must then be on loopback).
+#[derive(Clone)]
+struct MetricsAccess {
+    runtime: Arc<Runtime>,
+    handle: PrometheusHandle,
+    token_digest: Option<[u8; 32]>,
+}
+
+impl MetricsAccess {
+    fn new(runtime: Arc<Runtime>, settings: &ServerSettings) -> Self {
+        let token = settings.metrics_token.trim();
+        Self {
+            runtime,
+            handle: crate::metrics::install(),
+            token_digest: (!token.is_empty()).then(|| Sha256::digest(token.as_bytes()).into()),
+        }
+    }
+
+    /// Compares digests, in constant time, so neither the token's bytes nor its length leak
+    /// through timing.
+    fn admits(&self, headers: &HeaderMap) -> bool {
+        let Some(expected) = &self.token_digest else {
+            return true;
+        };
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        let presented: [u8; 32] = Sha256::digest(presented.trim().as_bytes()).into();
+        bool::from(presented[..].ct_eq(&expected[..]))
+    }
+}
+
+pub fn router(runtime: Arc<Runtime>, settings: &ServerSettings) -> Result<Router> {
     let base_path = settings.base_path();
-    let state = AppState {
+    let mut router = Router::new();
+    if !settings.metrics_token.trim().is_empty() {
+        router = router.route(
+            &format!("{base_path}/metrics"),
+            get(metrics).with_state(MetricsAccess::new(runtime.clone(), settings)),
+        );
+    }
+    let router = router.fallback(dispatch).with_state(AppState {
         runtime,
-        metrics: crate::metrics::install(),
         base_path: Arc::from(base_path.as_str()),
+    });
+    let router = match RateLimits::from_settings(settings)? {
+        Some(limits) => router.layer(axum::middleware::from_fn_with_state(
+            limits,
+            rate_limit::enforce,
+        )),
+        None => router,
     };
-    let metrics_path = format!("{base_path}/metrics");
-    let router = Router::new()
-        .route(&metrics_path, get(metrics))
-        .fallback(dispatch)
-        .with_state(state);
-    with_rate_limit(router, settings)
+    Ok(router
         .layer(cors(&settings.origins()))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
@@ -58,51 +100,20 @@ pub fn router(runtime: Arc<Runtime>, settings: &ServerSettings) -> Router {
                 .unwrap_or("-");
             tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
         }))
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid)))
 }
 
-/// Per-client rate limit with a JSON 429 and `Retry-After`.
-fn with_rate_limit(router: Router, settings: &ServerSettings) -> Router {
-    if settings.rate_limit_per_minute == 0 {
-        return router;
+/// The `METRICS_ADDR` listener's app: `/metrics` and nothing else.
+fn metrics_router(runtime: Arc<Runtime>, settings: &ServerSettings) -> Result<Router> {
+    let loopback = settings.metrics_addr.is_some_and(|a| a.ip().is_loopback());
+    if !loopback && settings.metrics_token.trim().is_empty() {
+        anyhow::bail!(
+            "METRICS_ADDR is not a loopback address; set METRICS_TOKEN too, or bind it to 127.0.0.1"
+        );
     }
-    let Some(config) = GovernorConfigBuilder::default()
-        .per_millisecond((60_000 / u64::from(settings.rate_limit_per_minute)).max(1))
-        .burst_size(settings.rate_limit_burst.max(1))
-        .key_extractor(SmartIpKeyExtractor)
-        .finish()
-    else {
-        return router;
-    };
-    let config = Arc::new(config);
-    let limiter = config.limiter().clone();
-    // Forget clients that have been quiet, so the table does not grow without bound.
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(Duration::from_secs(60)).await;
-            limiter.retain_recent();
-        }
-    });
-    router.layer(
-        GovernorLayer::new(config).error_handler(|error| match error {
-            GovernorError::TooManyRequests { wait_time, .. } => {
-                let mut response = json_error(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limited",
-                    &format!("too many requests; retry in {wait_time} s"),
-                );
-                if let Ok(value) = HeaderValue::from_str(&wait_time.to_string()) {
-                    response.headers_mut().insert(header::RETRY_AFTER, value);
-                }
-                response
-            }
-            _ => json_error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                "cannot identify the client",
-            ),
-        }),
-    )
+    Ok(Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(MetricsAccess::new(runtime, settings)))
 }
 
 fn cors(origins: &[String]) -> CorsLayer {
@@ -124,11 +135,22 @@ fn cors(origins: &[String]) -> CorsLayer {
         .max_age(Duration::from_secs(600))
 }
 
-async fn metrics(State(state): State<AppState>) -> Response<Body> {
-    crate::metrics::in_flight(state.runtime.in_flight());
+async fn metrics(State(access): State<MetricsAccess>, headers: HeaderMap) -> Response<Body> {
+    if !access.admits(&headers) {
+        let mut response = json_error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "metrics need the bearer token set in METRICS_TOKEN",
+        );
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return response;
+    }
+    crate::metrics::in_flight(access.runtime.in_flight());
     Response::builder()
         .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
-        .body(Body::from(state.metrics.render()))
+        .body(Body::from(access.handle.render()))
         .expect("static response parts are valid")
 }
 
@@ -181,8 +203,21 @@ pub async fn serve_on(
     settings: &ServerSettings,
 ) -> Result<()> {
     let local = listener.local_addr()?;
+    let app =
+        router(runtime.clone(), settings)?.into_make_service_with_connect_info::<SocketAddr>();
+    if let Some(addr) = settings.metrics_addr {
+        let metrics_app = metrics_router(runtime, settings)?;
+        let metrics_listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on METRICS_ADDR {addr}"))?;
+        tracing::info!(address = %metrics_listener.local_addr()?, "serving /metrics");
+        tokio::spawn(async move {
+            if let Err(err) = axum::serve(metrics_listener, metrics_app).await {
+                tracing::error!("metrics listener failed: {err}");
+            }
+        });
+    }
     tracing::info!(address = %local, "listening");
-    let app = router(runtime, settings).into_make_service_with_connect_info::<SocketAddr>();
     // SSE tokens must leave as soon as they are written, not wait for Nagle.
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);

@@ -31,8 +31,9 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A manifest with the health component and the test guest; the guest may call only the
-/// runner itself (`http://127.0.0.1:<port>`).
+/// A manifest with the health component and the test guest. The guest may call the runner
+/// itself, named (`http://127.0.0.1:<port>`), any host on the runner's port by wildcard, and
+/// PostgreSQL at `db.example.com` only.
 fn write_manifest(dir: &Path, port: u16, extra_variables: &str) -> PathBuf {
     let manifest = format!(
         r#"spin_manifest_version = 2
@@ -71,7 +72,7 @@ qdrant_api_key = "{{{{ qdrant_api_key }}}}"
 qdrant_collection = "{{{{ qdrant_collection }}}}"
 [component.guest]
 source = "{guest}"
-allowed_outbound_hosts = ["{{{{ self_origin }}}}"]
+allowed_outbound_hosts = ["{{{{ self_origin }}}}", "http://*:{port}", "postgres://db.example.com"]
 "#,
         health = wasm("health"),
         guest = wasm("test_guest"),
@@ -200,7 +201,7 @@ async fn json(response: reqwest::Response) -> (u16, serde_json::Value) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn health_not_found_and_metrics() {
-    let runner = Runner::start(&[]);
+    let runner = Runner::start(&[("METRICS_TOKEN", "scrape-secret")]);
     let (status, body) = json(reqwest::get(runner.url("/health")).await.unwrap()).await;
     assert_eq!(status, 200);
     assert_eq!(body["status"], "ok");
@@ -209,7 +210,10 @@ async fn health_not_found_and_metrics() {
     assert_eq!(status, 404);
     assert_eq!(body["error"]["code"], "not_found");
 
-    let metrics = reqwest::get(runner.url("/metrics"))
+    let metrics = reqwest::Client::new()
+        .get(runner.url("/metrics"))
+        .bearer_auth("scrape-secret")
+        .send()
         .await
         .unwrap()
         .text()
@@ -380,7 +384,7 @@ async fn spin_headers_are_set_as_spin_sets_them() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn base_path_prefixes_every_route() {
-    let runner = Runner::start(&[("BASE_PATH", "/api/")]);
+    let runner = Runner::start(&[("BASE_PATH", "/api/"), ("METRICS_TOKEN", "scrape-secret")]);
     assert_eq!(
         reqwest::get(runner.url("/api/health"))
             .await
@@ -396,7 +400,10 @@ async fn base_path_prefixes_every_route() {
         200
     );
     assert_eq!(
-        reqwest::get(runner.url("/api/metrics"))
+        reqwest::Client::new()
+            .get(runner.url("/api/metrics"))
+            .bearer_auth("scrape-secret")
+            .send()
             .await
             .unwrap()
             .status(),
@@ -615,7 +622,12 @@ fn the_project_manifest_is_valid_and_names_built_components() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn clients_over_the_rate_limit_get_429_json_with_retry_after() {
-    let runner = Runner::start(&[("RATE_LIMIT_PER_MINUTE", "6"), ("RATE_LIMIT_BURST", "3")]);
+    // The test client stands in for a proxy at 127.0.0.1 that names each client.
+    let runner = Runner::start(&[
+        ("RATE_LIMIT_PER_MINUTE", "6"),
+        ("RATE_LIMIT_BURST", "3"),
+        ("TRUSTED_PROXIES", "127.0.0.1/32"),
+    ]);
     let client = reqwest::Client::new();
     let mut statuses = Vec::new();
     let mut limited = None;
@@ -645,4 +657,377 @@ async fn clients_over_the_rate_limit_get_429_json_with_retry_after() {
         .await
         .unwrap();
     assert_eq!(other.status(), 200);
+}
+
+/// A guest that computes without ever awaiting yields at every epoch tick: with more such
+/// guests than the runner has tokio workers, `/health` still answers promptly, and each
+/// spinning guest is still stopped at its own deadline.
+#[tokio::test(flavor = "multi_thread")]
+async fn spinning_guests_do_not_stall_other_requests() {
+    let runner = Runner::start(&[("REQUEST_TIMEOUT_SECS", "6")]);
+    // The runner's multi-threaded runtime has one worker per core.
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let spinning: Vec<_> = (0..=workers)
+        .map(|_| tokio::spawn(reqwest::get(runner.url("/guest/loop"))))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let mut latencies = Vec::new();
+    for _ in 0..100 {
+        let started = Instant::now();
+        let answered = client.get(runner.url("/health")).send().await;
+        latencies.push(started.elapsed());
+        if let Ok(response) = answered {
+            assert_eq!(response.status(), 200);
+        }
+    }
+    latencies.sort();
+    let p99 = latencies[98];
+    eprintln!(
+        "/health with {} spinning guests on {workers} workers: p50 {:?}, p99 {p99:?}, max {:?}",
+        workers + 1,
+        latencies[49],
+        latencies[99]
+    );
+    assert!(
+        p99 < Duration::from_millis(100),
+        "/health p99 {p99:?} with {} spinning guests on {workers} workers; slowest {:?}",
+        workers + 1,
+        latencies.last().unwrap()
+    );
+
+    for request in spinning {
+        let (status, body) = json(request.await.unwrap().unwrap()).await;
+        assert_eq!(status, 504);
+        assert_eq!(body["error"]["code"], "deadline_exceeded");
+    }
+}
+
+async fn statuses(requests: impl IntoIterator<Item = reqwest::RequestBuilder>) -> Vec<u16> {
+    let mut statuses = Vec::new();
+    for request in requests {
+        statuses.push(request.send().await.unwrap().status().as_u16());
+    }
+    statuses
+}
+
+/// A client that writes a new X-Forwarded-For on every request is still one client when the
+/// runner trusts no proxy.
+#[tokio::test(flavor = "multi_thread")]
+async fn forwarded_for_from_an_untrusted_peer_does_not_dodge_the_limit() {
+    let runner = Runner::start(&[("RATE_LIMIT_PER_MINUTE", "120"), ("RATE_LIMIT_BURST", "30")]);
+    let client = reqwest::Client::new();
+    let statuses = statuses((0..40).map(|i| {
+        client
+            .get(runner.url("/health"))
+            .header("x-forwarded-for", format!("198.51.100.{i}"))
+    }))
+    .await;
+    let first_refusal = statuses.iter().position(|s| *s == 429);
+    // The readiness poll spent one request of 127.0.0.1's burst of 30; while the 40 requests
+    // run, the rate of 2 a second may give back a request or two.
+    assert!(
+        first_refusal.is_some_and(|at| (29..=32).contains(&at)),
+        "{statuses:?}"
+    );
+}
+
+/// Behind a trusted proxy, each forwarded client has its own budget, and the chat budget is
+/// separate from probes: a reader who spent it can still reach /health.
+#[tokio::test(flavor = "multi_thread")]
+async fn trusted_proxies_give_each_client_its_budget_and_chat_its_own() {
+    let runner = Runner::start(&[
+        ("RATE_LIMIT_PER_MINUTE", "120"),
+        ("RATE_LIMIT_BURST", "30"),
+        ("CHAT_RATE_LIMIT_PER_MINUTE", "2"),
+        ("CHAT_RATE_LIMIT_BURST", "2"),
+        ("TRUSTED_PROXIES", "127.0.0.1/32"),
+    ]);
+    let client = reqwest::Client::new();
+    // 40 clients, one request each: none is limited.
+    let statuses_by_client = statuses((0..40).map(|i| {
+        client
+            .get(runner.url("/health"))
+            .header("x-forwarded-for", format!("203.0.113.99, 198.51.100.{i}"))
+    }))
+    .await;
+    assert!(
+        statuses_by_client.iter().all(|s| *s == 200),
+        "{statuses_by_client:?}"
+    );
+
+    let reader = "198.51.100.200";
+    // No chat route is served here, so the budget shows as 404 until it is spent.
+    let chats = statuses((0..3).map(|_| {
+        client
+            .post(runner.url("/chat"))
+            .header("x-forwarded-for", reader)
+            .body("{}")
+    }))
+    .await;
+    assert_eq!(chats, [404, 404, 429]);
+    let refused = client
+        .post(runner.url("/chat"))
+        .header("x-forwarded-for", reader)
+        .send()
+        .await
+        .unwrap();
+    assert!(refused.headers().get("retry-after").is_some());
+    let (status, body) = json(refused).await;
+    assert_eq!(status, 429);
+    assert_eq!(body["error"]["code"], "rate_limited");
+    assert!(body["error"]["message"].as_str().unwrap().contains("chat"));
+
+    let probes = statuses((0..5).map(|_| {
+        client
+            .get(runner.url("/health"))
+            .header("x-forwarded-for", reader)
+    }))
+    .await;
+    assert_eq!(probes, [200; 5], "the chat budget does not limit /health");
+    // Another reader still has a chat budget.
+    let other = statuses([client
+        .post(runner.url("/chat"))
+        .header("x-forwarded-for", "198.51.100.201")])
+    .await;
+    assert_eq!(other, [404]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_hostaddr_cannot_bypass_the_allow_list() {
+    let runner = Runner::start(&[]);
+    // The guest may open postgres://db.example.com only; each address below would reach the
+    // local server (127.0.0.1:5432) if it were let through.
+    for address in [
+        "hostaddr=127.0.0.1 port=5432 user=postgres dbname=test sslmode=disable",
+        "host=db.example.com hostaddr=127.0.0.1 user=postgres dbname=test sslmode=disable",
+        "postgres://postgres@db.example.com,127.0.0.1/test?sslmode=disable",
+    ] {
+        let encoded = address
+            .replace('%', "%25")
+            .replace(' ', "%20")
+            .replace('=', "%3D")
+            .replace('&', "%26")
+            .replace('?', "%3F");
+        let response = reqwest::get(runner.url(&format!("/guest/pg?address={encoded}")))
+            .await
+            .unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        assert_eq!(status, 502, "{address}: {text}");
+        assert!(text.contains("not allowed"), "{address}: {text}");
+    }
+}
+
+/// Wildcard entries reach only public addresses; a name that resolves to the metadata service
+/// or to loopback is refused before any connection, and the log names only the origin.
+#[tokio::test(flavor = "multi_thread")]
+async fn outbound_names_resolving_inward_are_refused_unless_named() {
+    let mut runner = Runner::start(&[(
+        "OUTBOUND_RESOLVE",
+        "metadata.example.com:169.254.169.254,inward.example.com:127.0.0.1",
+    )]);
+    let port = runner.base.rsplit(':').next().unwrap().to_string();
+    for url in [
+        format!("http://metadata.example.com:{port}/latest/meta-data?token=secret-query"),
+        format!("http://inward.example.com:{port}/health"),
+        format!("http://localhost:{port}/health"),
+        format!("http://169.254.169.254:{port}/latest"),
+    ] {
+        let response = reqwest::get(runner.url(&format!("/guest/outbound?url={url}")))
+            .await
+            .unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        assert_eq!((status.as_u16(), text.as_str()), (502, "Refused"), "{url}");
+    }
+    // The loopback origin the manifest names outright stays reachable.
+    let named = reqwest::get(runner.url(&format!(
+        "/guest/outbound?url=http://127.0.0.1:{port}/health"
+    )))
+    .await
+    .unwrap();
+    assert_eq!(named.text().await.unwrap(), "upstream answered 200");
+
+    let (_, log) = runner.terminate();
+    assert!(log.contains("non-public"), "{log}");
+    assert!(
+        log.contains(&format!("http://metadata.example.com:{port}")),
+        "{log}"
+    );
+    assert!(
+        !log.contains("secret-query") && !log.contains("meta-data"),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_need_the_token_on_the_main_port() {
+    let runner = Runner::start(&[("METRICS_TOKEN", "scrape-secret")]);
+    let client = reqwest::Client::new();
+    let anonymous = client.get(runner.url("/metrics")).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    assert_eq!(anonymous.headers()["www-authenticate"], "Bearer");
+    let wrong = client
+        .get(runner.url("/metrics"))
+        .bearer_auth("scrape-secreT")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let right = client
+        .get(runner.url("/metrics"))
+        .bearer_auth("scrape-secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(right.status(), 200);
+    assert!(right.text().await.unwrap().contains("http_requests_total"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_without_a_token_are_served_only_on_the_loopback_listener() {
+    let metrics_port = free_port();
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    let runner = Runner::start(&[("METRICS_ADDR", metrics_addr.as_str())]);
+    let main_port = reqwest::get(runner.url("/metrics")).await.unwrap();
+    assert_eq!(main_port.status(), 404);
+    let separate = reqwest::get(format!("http://{metrics_addr}/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(separate.status(), 200);
+    assert!(separate
+        .text()
+        .await
+        .unwrap()
+        .contains(r#"route="unmatched",status="404""#));
+
+    let plain = Runner::start(&[]);
+    assert_eq!(
+        reqwest::get(plain.url("/metrics")).await.unwrap().status(),
+        404,
+        "without METRICS_TOKEN or METRICS_ADDR there are no metrics"
+    );
+}
+
+#[test]
+fn a_public_metrics_listener_without_a_token_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_host"))
+        .arg("serve")
+        .env_clear()
+        .env("SPIN_MANIFEST", write_manifest(dir.path(), free_port(), ""))
+        .env("DATA_DIR", dir.path().join("data"))
+        .env(
+            "COMPILE_CACHE_DIR",
+            workspace().join("target/test-compile-cache"),
+        )
+        .env("BIND_ADDR", "127.0.0.1")
+        .env("PORT", free_port().to_string())
+        .env("METRICS_ADDR", format!("0.0.0.0:{}", free_port()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = serve.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            serve.kill().unwrap();
+            serve.wait().unwrap();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut stderr = String::new();
+    serve
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "the runner must refuse to start: {stderr}"
+    );
+    assert!(stderr.contains("METRICS_TOKEN"), "{stderr}");
+}
+
+#[test]
+fn boolean_settings_read_the_same_in_every_subcommand() {
+    for value in ["1", "yes", "TRUE", "on"] {
+        let check = Command::new(env!("CARGO_BIN_EXE_host"))
+            .arg("check")
+            .current_dir(workspace())
+            .env("APP_ENV_PRODUCTION", value)
+            .env_remove("QDRANT_URL")
+            .env_remove("SPIN_VARIABLE_QDRANT_URL")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&check.stderr);
+        assert!(!check.status.success(), "{value}: {stderr}");
+        assert!(
+            stderr.contains("production mode needs"),
+            "APP_ENV_PRODUCTION={value} means production: {stderr}"
+        );
+    }
+    for value in ["0", "no", "false"] {
+        let check = Command::new(env!("CARGO_BIN_EXE_host"))
+            .arg("check")
+            .current_dir(workspace())
+            .env("APP_ENV_PRODUCTION", value)
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "APP_ENV_PRODUCTION={value}: {}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+    }
+    let typo = Command::new(env!("CARGO_BIN_EXE_host"))
+        .arg("serve")
+        .current_dir(workspace())
+        .env("APP_ENV_PRODUCTION", "maybe")
+        .output()
+        .unwrap();
+    assert!(!typo.status.success());
+    assert!(String::from_utf8_lossy(&typo.stderr).contains("not a yes/no value"));
+}
+
+#[test]
+fn ingest_help_lists_only_what_ingest_reads() {
+    let help = Command::new(env!("CARGO_BIN_EXE_host"))
+        .args(["ingest", "--help"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(help.status.success(), "{text}");
+    for used in [
+        "--manifest",
+        "--data-dir",
+        "--dry-run",
+        "--outbound-timeout-secs",
+    ] {
+        assert!(text.contains(used), "ingest reads {used}:\n{text}");
+    }
+    for unused in [
+        "--port",
+        "--memory-limit-mb",
+        "--request-timeout-secs",
+        "--max-concurrent-requests",
+        "--rate-limit-per-minute",
+        "--pg-pool-size",
+        "--production",
+    ] {
+        assert!(
+            !text.contains(unused),
+            "ingest does not read {unused}:\n{text}"
+        );
+    }
 }

@@ -25,7 +25,7 @@ use rag_core::docs::{
 use rag_core::retry::RetryPolicy;
 use serde::Serialize;
 
-use crate::config::RuntimeSettings;
+use crate::config::{AppLocation, OutboundSettings};
 use crate::manifest::App;
 use crate::variables::AppVariables;
 
@@ -76,7 +76,10 @@ pub struct IngestArgs {
     pub json: bool,
 
     #[command(flatten)]
-    pub runtime: RuntimeSettings,
+    pub app: AppLocation,
+
+    #[command(flatten)]
+    pub outbound: OutboundSettings,
 }
 
 /// Everything one ingestion run needs besides the application settings.
@@ -362,7 +365,7 @@ fn report(
 
 /// The `ingest` command: settings from spin.toml and the environment, as `serve` reads them.
 pub async fn run(args: IngestArgs) -> Result<ExitCode> {
-    let app = App::load(&args.runtime.manifest)?;
+    let app = App::load(&args.app.manifest)?;
     let variables = AppVariables::from_process_env(&app.manifest)?;
     let settings = settings_of(&variables)?;
     let options = Options {
@@ -374,12 +377,12 @@ pub async fn run(args: IngestArgs) -> Result<ExitCode> {
             ..SiteConfig::default()
         },
         target: args.target,
-        data_dir: args.runtime.data_dir.clone(),
+        data_dir: args.app.data_dir.clone(),
         dry_run: args.dry_run,
         prune: args.prune,
         show_progress: true,
-        connect_timeout: Duration::from_secs(args.runtime.connect_timeout_secs),
-        call_timeout: Duration::from_secs(args.runtime.outbound_timeout_secs),
+        connect_timeout: args.outbound.connect_timeout(),
+        call_timeout: args.outbound.first_byte_timeout(),
         retry: INGEST_RETRY,
     };
     let report = ingest(&options, &settings).await?;

@@ -1,5 +1,6 @@
 //! Misbehaves on request, so the runner's fault handling can be tested on a real component:
-//! `/ok`, `/log`, `/trap`, `/loop`, `/alloc`, `/slow?ms=N`, `/outbound?url=U`, `/echo-headers`.
+//! `/ok`, `/log`, `/trap`, `/loop`, `/alloc`, `/slow?ms=N`, `/outbound?url=U`, `/echo-headers`,
+//! `/pg?address=A` (A percent-encoded: opens PostgreSQL and runs `SELECT 1`).
 
 use std::time::Duration;
 
@@ -19,6 +20,38 @@ fn query_param<'a>(request: &'a Request, name: &str) -> Option<&'a str> {
         let (key, value) = pair.split_once('=')?;
         (key == name).then_some(value)
     })
+}
+
+fn percent_decode(encoded: &str) -> String {
+    let bytes = encoded.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(byte) => {
+                        out.push(byte);
+                        i += 3;
+                    }
+                    Err(_) => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            byte => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[http_component]
@@ -70,6 +103,16 @@ async fn handle(request: Request) -> impl IntoResponse {
                     format!("upstream answered {}", response.status().as_u16()),
                 ),
                 Err(failure) => text(502, format!("{failure:?}")),
+            }
+        }
+        "pg" => {
+            let Some(address) = query_param(&request, "address").map(percent_decode) else {
+                return text(400, "address missing");
+            };
+            let opened = spin_sdk::pg4::Connection::open(&address);
+            match opened.and_then(|db| db.query("SELECT 1", &[])) {
+                Ok(_) => text(200, "connected"),
+                Err(err) => text(502, format!("{err:?}")),
             }
         }
         "echo-headers" => {
