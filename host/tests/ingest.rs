@@ -282,6 +282,41 @@ fn book_with_long_page() -> tempfile::TempDir {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collection_made_before_hybrid_retrieval_keeps_its_single_vector() {
+    let doubles = Doubles::start().await;
+    let legacy = serde_json::json!({"vectors": {"size": EMBED_DIMS, "distance": "Cosine"}});
+    let created = reqwest::Client::new()
+        .put(format!("{}/collections/book", doubles.base_url()))
+        .json(&legacy)
+        .send()
+        .await
+        .unwrap();
+    assert!(created.status().is_success());
+    let docs = book_with_long_page();
+    let data = tempfile::tempdir().unwrap();
+    let summary = ingest(
+        &options(docs.path(), data.path(), Target::Qdrant),
+        &vector_settings(&doubles),
+    )
+    .await
+    .unwrap()
+    .summary;
+    assert_eq!(summary.written, summary.chunks, "{summary}");
+    assert_eq!(doubles.point_count("book"), summary.chunks);
+    assert_eq!(
+        doubles.calls(Endpoint::QdrantCreateCollection),
+        1,
+        "not recreated"
+    );
+    assert_eq!(doubles.calls(Endpoint::QdrantCollectionInfo), 1);
+    let upserted = doubles.last_request(Endpoint::QdrantUpsert).unwrap();
+    assert!(
+        upserted["points"][0]["vector"].is_array(),
+        "one unnamed vector, as the collection expects"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn qdrant_target_embeds_only_what_changed() {
     let doubles = Doubles::start().await;
     let settings = vector_settings(&doubles);
@@ -312,8 +347,37 @@ async fn qdrant_target_embeds_only_what_changed() {
     let created = doubles
         .last_request(Endpoint::QdrantCreateCollection)
         .unwrap();
-    assert_eq!(created["vectors"]["size"], EMBED_DIMS);
-    assert_eq!(created["vectors"]["distance"], "Cosine");
+    assert_eq!(created["vectors"]["dense"]["size"], EMBED_DIMS);
+    assert_eq!(created["vectors"]["dense"]["distance"], "Cosine");
+    assert_eq!(created["sparse_vectors"]["sparse"]["modifier"], "idf");
+    // Each point carries its keywords beside the embedding, from the text that was embedded.
+    let upserted = doubles.last_request(Endpoint::QdrantUpsert).unwrap();
+    let point = &upserted["points"][0];
+    assert_eq!(
+        point["vector"]["dense"].as_array().unwrap().len(),
+        EMBED_DIMS
+    );
+    let payload = &point["payload"];
+    let embedded_text = if payload["heading"] == "" {
+        format!(
+            "{}\n\n{}",
+            payload["title"].as_str().unwrap(),
+            payload["text"].as_str().unwrap()
+        )
+    } else {
+        format!(
+            "{} — {}\n\n{}",
+            payload["title"].as_str().unwrap(),
+            payload["heading"].as_str().unwrap(),
+            payload["text"].as_str().unwrap()
+        )
+    };
+    let keywords = rag_core::keywords::sparse_vector(&embedded_text);
+    assert!(!keywords.is_empty());
+    assert_eq!(
+        point["vector"]["sparse"],
+        serde_json::json!({"indices": keywords.indices, "values": keywords.values})
+    );
     let mut indexed = doubles.indexed_fields("book");
     indexed.sort();
     assert_eq!(indexed, ["page_url", "url"]);
