@@ -372,7 +372,7 @@ impl ChatClient {
                     String::from_utf8_lossy(&bytes)
                 );
             }
-            let wait = retry_after.unwrap_or(1 << attempt).min(60);
+            let wait = retry_after.unwrap_or(u64::from(attempt)).min(60);
             tokio::time::sleep(Duration::from_secs(wait)).await;
         }
     }
