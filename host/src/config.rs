@@ -27,6 +27,7 @@ pub struct ProductionMode {
     #[arg(
         long = "production",
         env = "APP_ENV_PRODUCTION",
+        value_name = "YES|NO",
         value_parser = parse_bool,
         num_args = 0..=1,
         default_value = "false",
