@@ -151,3 +151,69 @@ fn too_many(budget: &str, wait: Duration) -> Response<Body> {
     }
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(base_path: &str) -> RateLimits {
+        RateLimits {
+            proxies: TrustedProxies::None,
+            base_path: base_path.to_owned(),
+            general: Budget::new("general", 120, 30).unwrap(),
+            chat: Budget::new("chat", 2, 2),
+            session_writes: Budget::new("session_write", 2, 1),
+        }
+    }
+
+    fn names(limits: &RateLimits, method: Method, path: &str) -> Vec<&'static str> {
+        limits
+            .budgets_for(&method, path)
+            .iter()
+            .map(|b| b.name)
+            .collect()
+    }
+
+    #[test]
+    fn chat_and_session_writes_spend_their_own_budgets_and_reads_do_not() {
+        let limits = limits("/api");
+        assert_eq!(
+            names(&limits, Method::POST, "/api/chat"),
+            ["chat", "general"]
+        );
+        assert_eq!(
+            names(&limits, Method::DELETE, "/api/session/abc"),
+            ["session_write", "general"]
+        );
+        assert_eq!(
+            names(&limits, Method::POST, "/api/session"),
+            ["session_write", "general"]
+        );
+        for (method, path) in [
+            (Method::GET, "/api/session/abc"),
+            (Method::GET, "/api/health"),
+            (Method::GET, "/api/health/ready"),
+            (Method::OPTIONS, "/api/chat"),
+            (Method::GET, "/api/assets/app.js"),
+        ] {
+            assert_eq!(names(&limits, method, path), ["general"], "{path}");
+        }
+    }
+
+    #[test]
+    fn a_spent_budget_says_how_long_to_wait() {
+        let limits = limits("");
+        let key: IpAddr = "198.51.100.7".parse().unwrap();
+        let session = limits.session_writes.as_ref().unwrap();
+        assert!(session.spend(&key).is_ok());
+        let wait = session.spend(&key).unwrap_err();
+        assert!(
+            wait > Duration::from_secs(25) && wait <= Duration::from_secs(30),
+            "{wait:?}"
+        );
+        assert!(
+            limits.general.spend(&key).is_ok(),
+            "other budgets are untouched"
+        );
+    }
+}
