@@ -98,9 +98,21 @@ pub fn router(runtime: Arc<Runtime>, settings: &ServerSettings) -> Result<Router
                 .get(&REQUEST_ID)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("-");
-            tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
+            tracing::info_span!("request", method = %request.method(), path = %loggable_path(request.uri().path()), request_id = %id)
         }))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid)))
+}
+
+/// The path as logs show it. A session id is a bearer secret (whoever holds it reads and
+/// deletes the conversation), so the segment after `/session/` is written as `{id}`.
+fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
+    match path.split_once("/session/") {
+        Some((before, after)) if !after.is_empty() => {
+            let rest = after.find('/').map_or("", |end| &after[end..]);
+            format!("{before}/session/{{id}}{rest}").into()
+        }
+        _ => path.into(),
+    }
 }
 
 /// The `METRICS_ADDR` listener's app: `/metrics` and nothing else.
@@ -259,5 +271,25 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = terminate => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loggable_path;
+
+    #[test]
+    fn session_ids_stay_out_of_logged_paths() {
+        assert_eq!(
+            loggable_path("/session/Zq3-vT_8kLmN0pQrStUvWx"),
+            "/session/{id}"
+        );
+        assert_eq!(
+            loggable_path("/book/session/abc/messages/3/feedback"),
+            "/book/session/{id}/messages/3/feedback"
+        );
+        for unchanged in ["/session", "/session/", "/chat", "/health/ready"] {
+            assert_eq!(loggable_path(unchanged), unchanged);
+        }
     }
 }

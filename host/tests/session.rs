@@ -1211,15 +1211,19 @@ async fn database_failures_are_logged_with_the_request_id_and_never_answered() {
     })
     .await;
     let client = Client::new();
+    // Shaped like an issued id, and this test's own: no log line may ever show it.
+    let session_id = format!("{:_<22}", format!("unlogged{}", std::process::id()));
+    let session_path = format!("/session/{session_id}");
     let requests = [
         (Method::POST, "/chat", Some(json!({ "query": QUESTION }))),
         (
             Method::POST,
             "/chat",
-            Some(json!({"query": QUESTION, "session_id": "AAAAAAAAAAAAAAAAAAAAAA"})),
+            Some(json!({"query": QUESTION, "session_id": session_id})),
         ),
         (Method::POST, "/session", None),
-        (Method::GET, "/session/AAAAAAAAAAAAAAAAAAAAAA", None),
+        (Method::GET, session_path.as_str(), None),
+        (Method::DELETE, session_path.as_str(), None),
         (Method::GET, "/health/ready", None),
     ];
     for (n, (method, path, body)) in requests.into_iter().enumerate() {
@@ -1260,6 +1264,15 @@ async fn database_failures_are_logged_with_the_request_id_and_never_answered() {
             log.lines()
                 .any(|line| line.contains(&request_id) && line.contains("does not exist")),
             "{path}: no log line with {request_id} and the database's error in:\n{log}"
+        );
+    }
+    // Failed requests are logged with their path; a session's id is not part of it.
+    let log = support::logs::text();
+    assert!(log.contains("/session/{id}"), "{log}");
+    for line in log.lines() {
+        assert!(
+            !line.contains(&session_id),
+            "a log line holds a session id: {line}"
         );
     }
 }
