@@ -599,6 +599,11 @@ fn jsx_tag(text: &str) -> bool {
 async fn real_world_docusaurus_corpus_into_sqlite() {
     let corpus = workspace().join("../shared/corpora/docusaurus-docs/docs");
     if !corpus.is_dir() {
+        assert!(
+            std::env::var_os("TEST_REQUIRE_SHARED").is_none(),
+            "TEST_REQUIRE_SHARED is set but the corpus is not at {}",
+            corpus.display()
+        );
         println!(
             "skipping: the Docusaurus corpus is not at {}",
             corpus.display()

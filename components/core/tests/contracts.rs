@@ -19,6 +19,11 @@ fn contracts_dir() -> Option<PathBuf> {
     if dir.is_dir() {
         Some(dir)
     } else {
+        assert!(
+            std::env::var_os("TEST_REQUIRE_SHARED").is_none(),
+            "TEST_REQUIRE_SHARED is set but {} is missing",
+            dir.display()
+        );
         println!("skipping: ../shared/contracts not found");
         None
     }

@@ -64,6 +64,10 @@ fn jsx_tag(text: &str) -> Option<&str> {
 fn every_corpus_page_parses_and_chunks_cleanly() {
     let root = Path::new(CORPUS);
     if !root.is_dir() {
+        assert!(
+            std::env::var_os("TEST_REQUIRE_SHARED").is_none(),
+            "TEST_REQUIRE_SHARED is set but the corpus is not at {CORPUS}"
+        );
         println!("skipping: ../shared corpus not found at {CORPUS}");
         return;
     }

@@ -27,6 +27,11 @@ impl Contract {
             "/../../../shared/contracts"
         ));
         if !dir.is_dir() {
+            assert!(
+                std::env::var_os("TEST_REQUIRE_SHARED").is_none(),
+                "TEST_REQUIRE_SHARED is set but {} is missing",
+                dir.display()
+            );
             println!("skipping: ../shared/contracts not found");
             return None;
         }
