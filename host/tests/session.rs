@@ -89,6 +89,10 @@ async fn postgres_or_skip() -> Option<PgSchema> {
     match PgSchema::create().await {
         Ok(schema) => Some(schema),
         Err(reason) => {
+            assert!(
+                std::env::var_os("TEST_REQUIRE_POSTGRES").is_none(),
+                "PostgreSQL is required but unreachable: {reason}"
+            );
             println!("skipping PostgreSQL: {reason}");
             None
         }
