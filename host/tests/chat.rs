@@ -353,6 +353,39 @@ async fn rerank_reorders_candidates_when_a_model_is_configured() {
     assert_eq!(sources[0]["heading"], "Zero moment point");
 }
 
+/// Every request body a component sends is whole before it leaves, so it goes with its
+/// `Content-Length` rather than chunked (which some gateways and simple servers refuse).
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_request_bodies_carry_content_length() {
+    let (server, doubles) = start_with_doubles(&[
+        ("cohere_rerank_model", "rerank-v3.5"),
+        ("vector_min_similarity", "0"),
+        ("rerank_min_relevance", "0"),
+    ])
+    .await;
+    let (status, body) = post_chat(&server, json!({"query": ZMP_QUESTION})).await;
+    assert_eq!(status, 200, "{body}");
+    let streamed = post_chat_streamed(
+        &server,
+        json!({"query": ZMP_QUESTION, "stream": true}),
+        None,
+    )
+    .await;
+    assert_eq!(streamed.status, 200);
+    assert_eq!(doubles.calls(Endpoint::OpenAiChat), 2, "JSON, then streamed");
+    for endpoint in [
+        Endpoint::CohereEmbed,
+        Endpoint::QdrantQuery,
+        Endpoint::CohereRerank,
+        Endpoint::OpenAiChat,
+    ] {
+        let framing = doubles.last_framing(endpoint).unwrap();
+        assert!(!framing.chunked, "{endpoint:?} was sent chunked");
+        let length = framing.content_length;
+        assert!(length.is_some_and(|n| n > 0), "{endpoint:?}: {framing:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn reranked_passages_below_the_rerank_minimum_are_refused() {
     // Every candidate passes the similarity gate; the reranker's relevance decides.

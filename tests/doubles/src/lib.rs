@@ -99,6 +99,31 @@ impl Fault {
     }
 }
 
+/// How a request's body was delimited on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Framing {
+    /// The `Content-Length` header's value, when sent.
+    pub content_length: Option<u64>,
+    /// Whether `Transfer-Encoding: chunked` was sent.
+    pub chunked: bool,
+}
+
+impl Framing {
+    fn of(headers: &HeaderMap) -> Self {
+        Self {
+            content_length: headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok()),
+            chunked: headers
+                .get_all(header::TRANSFER_ENCODING)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .any(|v| v.to_ascii_lowercase().contains("chunked")),
+        }
+    }
+}
+
 struct Point {
     id: Value,
     vector: Vec<f32>,
@@ -128,6 +153,8 @@ struct Inner {
     calls: HashMap<Endpoint, usize>,
     faults: HashMap<Endpoint, VecDeque<Fault>>,
     last_bodies: HashMap<Endpoint, Value>,
+    framings: HashMap<Endpoint, Framing>,
+    qdrant_api_key: Option<String>,
     collections: HashMap<String, Collection>,
     chat_answer: Option<String>,
     operation_id: u64,
@@ -217,6 +244,17 @@ impl Doubles {
         self.shared.lock().last_bodies.get(&endpoint).cloned()
     }
 
+    /// How the body of the latest call to `endpoint` was delimited.
+    pub fn last_framing(&self, endpoint: Endpoint) -> Option<Framing> {
+        self.shared.lock().framings.get(&endpoint).copied()
+    }
+
+    /// Makes every Qdrant operation (not `/readyz`, which needs no key, as in Qdrant) require
+    /// this `api-key`: a request without it, or with another, gets Qdrant's 401.
+    pub fn require_qdrant_api_key(&self, key: impl Into<String>) {
+        self.shared.lock().qdrant_api_key = Some(key.into());
+    }
+
     /// Replaces the chat double's derived answer with a fixed one.
     pub fn set_chat_answer(&self, answer: impl Into<String>) {
         self.shared.lock().chat_answer = Some(answer.into());
@@ -259,6 +297,7 @@ fn router(shared: Shared) -> Router {
         .route("/v2/embed", post(cohere_embed))
         .route("/v2/rerank", post(cohere_rerank))
         .route("/v1/chat/completions", post(openai_chat))
+        .route("/readyz", get(qdrant_readyz))
         .route("/collections/{name}/exists", get(qdrant_exists))
         .route(
             "/collections/{name}",
@@ -341,7 +380,7 @@ enum Start {
 }
 
 /// Counts the call, records its body, applies any queued fault, and parses the JSON body.
-async fn begin(shared: &Shared, endpoint: Endpoint, body: &[u8]) -> Start {
+async fn begin(shared: &Shared, endpoint: Endpoint, headers: &HeaderMap, body: &[u8]) -> Start {
     let parsed: Result<Value, _> = if body.is_empty() {
         Ok(Value::Null)
     } else {
@@ -350,6 +389,10 @@ async fn begin(shared: &Shared, endpoint: Endpoint, body: &[u8]) -> Start {
     let fault = {
         let mut inner = shared.lock();
         *inner.calls.entry(endpoint).or_default() += 1;
+        inner.framings.insert(endpoint, Framing::of(headers));
+        if let Some(refusal) = qdrant_key_refusal(&inner, endpoint, headers) {
+            return Start::Respond(refusal);
+        }
         if let Ok(value) = &parsed {
             inner.last_bodies.insert(endpoint, value.clone());
         }
@@ -397,8 +440,8 @@ async fn begin(shared: &Shared, endpoint: Endpoint, body: &[u8]) -> Start {
 }
 
 macro_rules! begin_or_return {
-    ($shared:expr, $endpoint:expr, $body:expr) => {
-        match begin(&$shared, $endpoint, &$body).await {
+    ($shared:expr, $endpoint:expr, $headers:expr, $body:expr) => {
+        match begin(&$shared, $endpoint, &$headers, &$body).await {
             Start::Proceed { body, cut_stream } => (body, cut_stream),
             Start::Respond(response) => return response,
         }
@@ -421,7 +464,7 @@ fn strings(value: &Value) -> Option<Vec<String>> {
 }
 
 async fn cohere_embed(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
-    let (request, _) = begin_or_return!(shared, Endpoint::CohereEmbed, body);
+    let (request, _) = begin_or_return!(shared, Endpoint::CohereEmbed, headers, body);
     if !has_bearer(&headers) {
         return error_response(Api::Cohere, 401, "no api key supplied");
     }
@@ -448,7 +491,7 @@ async fn cohere_embed(State(shared): State<Shared>, headers: HeaderMap, body: By
 }
 
 async fn cohere_rerank(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
-    let (request, _) = begin_or_return!(shared, Endpoint::CohereRerank, body);
+    let (request, _) = begin_or_return!(shared, Endpoint::CohereRerank, headers, body);
     if !has_bearer(&headers) {
         return error_response(Api::Cohere, 401, "no api key supplied");
     }
@@ -509,7 +552,7 @@ fn derive_answer(messages: &[Value]) -> String {
 }
 
 async fn openai_chat(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
-    let (request, cut_stream) = begin_or_return!(shared, Endpoint::OpenAiChat, body);
+    let (request, cut_stream) = begin_or_return!(shared, Endpoint::OpenAiChat, headers, body);
     if !has_bearer(&headers) {
         return error_response(Api::OpenAi, 401, "You didn't provide an API key.");
     }
@@ -602,6 +645,26 @@ async fn openai_chat(State(shared): State<Shared>, headers: HeaderMap, body: Byt
         .expect("valid response")
 }
 
+/// Qdrant's answer to a request without the configured `api-key` (plain text, as its
+/// authentication middleware sends it), or `None` when the key matches or none is required.
+fn qdrant_key_refusal(inner: &Inner, endpoint: Endpoint, headers: &HeaderMap) -> Option<Response> {
+    if !matches!(endpoint.api(), Api::Qdrant) {
+        return None;
+    }
+    let expected = inner.qdrant_api_key.as_deref()?;
+    let message = match headers.get("api-key").and_then(|v| v.to_str().ok()) {
+        Some(presented) if presented == expected => return None,
+        Some(_) => "Invalid API key or JWT",
+        None => "Must provide an API key or an Authorization bearer token",
+    };
+    Some((StatusCode::UNAUTHORIZED, message).into_response())
+}
+
+/// `GET /readyz`: Qdrant answers it without a key.
+async fn qdrant_readyz() -> Response {
+    (StatusCode::OK, "all shards are ready").into_response()
+}
+
 fn missing_collection(name: &str) -> Response {
     error_response(
         Api::Qdrant,
@@ -615,8 +678,12 @@ fn next_operation(inner: &mut Inner) -> Value {
     json!({ "operation_id": inner.operation_id, "status": "completed" })
 }
 
-async fn qdrant_exists(State(shared): State<Shared>, Path(name): Path<String>) -> Response {
-    let _ = begin_or_return!(shared, Endpoint::QdrantExists, Bytes::new());
+async fn qdrant_exists(
+    State(shared): State<Shared>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let _ = begin_or_return!(shared, Endpoint::QdrantExists, headers, Bytes::new());
     let exists = shared.lock().collections.contains_key(&name);
     qdrant_ok(json!({ "exists": exists }))
 }
@@ -624,9 +691,10 @@ async fn qdrant_exists(State(shared): State<Shared>, Path(name): Path<String>) -
 async fn qdrant_create_collection(
     State(shared): State<Shared>,
     Path(name): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (request, _) = begin_or_return!(shared, Endpoint::QdrantCreateCollection, body);
+    let (request, _) = begin_or_return!(shared, Endpoint::QdrantCreateCollection, headers, body);
     let cosine_size = |params: &Value| {
         let size = params["size"].as_u64().filter(|s| *s > 0);
         match (size, params["distance"].as_str()) {
@@ -692,8 +760,14 @@ async fn qdrant_create_collection(
 async fn qdrant_collection_info(
     State(shared): State<Shared>,
     Path(name): Path<String>,
+    headers: HeaderMap,
 ) -> Response {
-    let _ = begin_or_return!(shared, Endpoint::QdrantCollectionInfo, Bytes::new());
+    let _ = begin_or_return!(
+        shared,
+        Endpoint::QdrantCollectionInfo,
+        headers,
+        Bytes::new()
+    );
     let inner = shared.lock();
     let Some(collection) = inner.collections.get(&name) else {
         return missing_collection(&name);
@@ -739,9 +813,10 @@ async fn qdrant_collection_info(
 async fn qdrant_create_index(
     State(shared): State<Shared>,
     Path(name): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (request, _) = begin_or_return!(shared, Endpoint::QdrantCreateIndex, body);
+    let (request, _) = begin_or_return!(shared, Endpoint::QdrantCreateIndex, headers, body);
     let Some(field) = request["field_name"].as_str() else {
         return error_response(Api::Qdrant, 422, "field_name is required");
     };
@@ -771,9 +846,10 @@ fn id_key(id: &Value) -> Option<String> {
 async fn qdrant_upsert(
     State(shared): State<Shared>,
     Path(name): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (request, _) = begin_or_return!(shared, Endpoint::QdrantUpsert, body);
+    let (request, _) = begin_or_return!(shared, Endpoint::QdrantUpsert, headers, body);
     let Some(points) = request["points"].as_array() else {
         return error_response(Api::Qdrant, 422, "points is required");
     };
@@ -1010,9 +1086,10 @@ fn select_payload(payload: &serde_json::Map<String, Value>, with_payload: &Value
 async fn qdrant_query(
     State(shared): State<Shared>,
     Path(name): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (request, _) = begin_or_return!(shared, Endpoint::QdrantQuery, body);
+    let (request, _) = begin_or_return!(shared, Endpoint::QdrantQuery, headers, body);
     let inner = shared.lock();
     let Some(collection) = inner.collections.get(&name) else {
         return missing_collection(&name);
@@ -1053,9 +1130,10 @@ fn matches_filter(payload: &serde_json::Map<String, Value>, filter: &Value) -> b
 async fn qdrant_delete(
     State(shared): State<Shared>,
     Path(name): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (request, _) = begin_or_return!(shared, Endpoint::QdrantDelete, body);
+    let (request, _) = begin_or_return!(shared, Endpoint::QdrantDelete, headers, body);
     let mut inner = shared.lock();
     let Some(collection) = inner.collections.get_mut(&name) else {
         return missing_collection(&name);
@@ -1078,9 +1156,10 @@ async fn qdrant_delete(
 async fn qdrant_scroll(
     State(shared): State<Shared>,
     Path(name): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (request, _) = begin_or_return!(shared, Endpoint::QdrantScroll, body);
+    let (request, _) = begin_or_return!(shared, Endpoint::QdrantScroll, headers, body);
     let limit = request["limit"].as_u64().unwrap_or(10).max(1) as usize;
     let inner = shared.lock();
     let Some(collection) = inner.collections.get(&name) else {

@@ -12,7 +12,7 @@ pub mod qdrant;
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
-use http::header::{HeaderMap, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{HeaderMap, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use http::{Method, Request, Response};
 use serde::de::DeserializeOwned;
 
@@ -197,10 +197,15 @@ pub(crate) fn json_request(
     if let Some((name, value)) = credential {
         builder = builder.header(name, value);
     }
+    // The body is whole before sending, so its length goes in `Content-Length`: without it
+    // the host streams it chunked, which some gateways and simple servers refuse.
     let bytes = match body {
         Some(body) => {
-            builder = builder.header(CONTENT_TYPE, "application/json");
-            serde_json::to_vec(body).expect("a JSON value always serialises")
+            let bytes = serde_json::to_vec(body).expect("a JSON value always serialises");
+            builder = builder
+                .header(CONTENT_TYPE, "application/json")
+                .header(CONTENT_LENGTH, bytes.len());
+            bytes
         }
         None => Vec::new(),
     };
@@ -290,6 +295,16 @@ mod tests {
         let bad = UpstreamError::bad_response(Service::Cohere, "missing embeddings");
         assert!(!bad.is_retryable());
         assert_eq!(bad.to_api_error().status, 502);
+    }
+
+    #[test]
+    fn json_bodies_carry_their_length() {
+        let body = serde_json::json!({"texts": ["ünïcode"]});
+        let request = json_request(Method::POST, "http://u/v2/embed", None, Some(&body));
+        let length = request.headers()[CONTENT_LENGTH].to_str().unwrap();
+        assert_eq!(length, request.body().len().to_string());
+        let bodyless = json_request(Method::GET, "http://u/c", None, None);
+        assert!(bodyless.headers().get(CONTENT_LENGTH).is_none());
     }
 
     #[test]
