@@ -126,15 +126,38 @@ pub fn fts_match_expression(query: &str) -> Option<String> {
 /// covering too little of the question are dropped and the next ones move up.
 pub const CANDIDATES_PER_PASSAGE: u32 = 4;
 
+/// The `index_meta` key of the index's [new-word rate](STORE_NEW_WORD_RATE).
+pub const NEW_WORD_RATE_KEY: &str = "new_word_rate";
+
+/// The index's vocabulary as FTS5 counts it (one row per stemmed term: `doc` chunks holding
+/// it, `cnt` occurrences), for [`STORE_NEW_WORD_RATE`]. Temporary: the writer's connection
+/// only.
+pub const CREATE_VOCABULARY: &str =
+    "CREATE VIRTUAL TABLE IF NOT EXISTS temp.chunks_vocabulary USING fts5vocab(main, chunks_fts, 'row')";
+
+/// Records the index's new-word rate in `index_meta` (after [`CREATE_VOCABULARY`]): the share
+/// of the book's word occurrences that are of a word used only once, Good and Turing's estimate
+/// of the chance that the book's next word would be one it has not used yet. A small book
+/// has a high rate (its vocabulary is still open, so a reader's wording often misses it even
+/// on topic); a large one a low rate. Run by the writer after every change of the chunks.
+pub const STORE_NEW_WORD_RATE: &str = "INSERT INTO index_meta (key, value)
+    SELECT 'new_word_rate', CAST(COALESCE(CAST(SUM(cnt = 1) AS REAL) / NULLIF(SUM(cnt), 0), 0) AS TEXT)
+    FROM temp.chunks_vocabulary WHERE true
+    ON CONFLICT (key) DO UPDATE SET value = excluded.value";
+
 /// Document statistics of each query term against the candidates, in one statement.
 /// Parameters: ?1 the candidates' `seq` values as a JSON array, then one FTS5 string per term
 /// (?2, ?3, ...). Rows: `term` (-1 for the totals row, else the term's index), `docs` (chunks
 /// in the index, or chunks holding the term) and `hits` (comma-separated `seq` of the
-/// candidates holding the term, or NULL). Matching goes through FTS5 itself, so a term is
-/// stemmed exactly as the index was (`porter unicode61`).
+/// candidates holding the term, or NULL; in the totals row, the index's stored
+/// [new-word rate](STORE_NEW_WORD_RATE), NULL for an index written before it was kept).
+/// Matching goes through FTS5 itself, so a term is stemmed exactly as the index was
+/// (`porter unicode61`).
 pub fn term_statistics_statement(term_count: usize) -> String {
-    let mut sql =
-        String::from("SELECT -1 AS term, (SELECT COUNT(*) FROM chunks) AS docs, NULL AS hits");
+    let mut sql = String::from(
+        "SELECT -1 AS term, (SELECT COUNT(*) FROM chunks) AS docs, \
+         (SELECT value FROM index_meta WHERE key = 'new_word_rate') AS hits",
+    );
     for index in 0..term_count {
         let parameter = index + 2;
         sql.push_str(&format!(
@@ -155,18 +178,32 @@ pub fn idf(docs: u64, total: u64) -> f64 {
     ((total - docs + 0.5) / (docs + 0.5) + 1.0).ln()
 }
 
-/// How much more a word the book never uses weighs than its IDF says: such a word is stronger
-/// evidence that the question is about something else than any word the book uses even once.
-/// Calibrated on the labelled sets (eval/README.md).
+/// How much more a word the book never uses weighs than its IDF says, in a book whose
+/// vocabulary is complete: such a word is stronger evidence that the question is about
+/// something else than any word the book uses even once. Calibrated on the labelled sets
+/// (eval/README.md).
 pub const UNKNOWN_WORD_FACTOR: f64 = 1.5;
 
+/// The [new-word rate](STORE_NEW_WORD_RATE) at which a word the book never uses stops
+/// weighing more than its IDF: when one word in ten of the book's text is a word it uses only
+/// once, a reader's on-topic wording misses the book's vocabulary too often for a missing
+/// word to say much. Between 0 and this rate the extra weight shrinks linearly.
+pub const NEW_WORD_RATE_WITHOUT_BONUS: f64 = 0.1;
+
+/// [`UNKNOWN_WORD_FACTOR`] for an index with this new-word rate: the full factor for a
+/// complete vocabulary (rate 0), 1 from [`NEW_WORD_RATE_WITHOUT_BONUS`] on.
+pub fn unknown_word_factor(new_word_rate: f64) -> f64 {
+    let openness = (new_word_rate / NEW_WORD_RATE_WITHOUT_BONUS).clamp(0.0, 1.0);
+    1.0 + (UNKNOWN_WORD_FACTOR - 1.0) * (1.0 - openness)
+}
+
 /// A question term's weight in [`coverage`]: the square root of its IDF, so one rare word
-/// does not outweigh the rest of the question, times [`UNKNOWN_WORD_FACTOR`] when no chunk
-/// holds it.
-pub fn term_weight(docs: u64, total: u64) -> f64 {
+/// does not outweigh the rest of the question, times [`unknown_word_factor`] of the index's
+/// new-word rate when no chunk holds it.
+pub fn term_weight(docs: u64, total: u64, new_word_rate: f64) -> f64 {
     let weight = idf(docs, total).sqrt();
     if docs == 0 {
-        weight * UNKNOWN_WORD_FACTOR
+        weight * unknown_word_factor(new_word_rate)
     } else {
         weight
     }
@@ -261,6 +298,8 @@ impl TermStatistics {
             _ => Err(StoreError::Query("term statistics: not an integer".into())),
         };
         let mut total = 0u64;
+        // An index written before the rate was kept scores as a complete vocabulary did.
+        let mut new_word_rate = 0.0;
         let mut docs = vec![0u64; term_count];
         let mut holders = vec![Vec::new(); term_count];
         for row in rows {
@@ -268,6 +307,14 @@ impl TermStatistics {
             let count = integer(row.get("docs")?)?.max(0) as u64;
             if term < 0 {
                 total = count;
+                new_word_rate = match row.get("hits")? {
+                    SqlValue::Text(rate) => rate.trim().parse::<f64>().unwrap_or(0.0),
+                    SqlValue::Real(rate) => *rate,
+                    _ => 0.0,
+                };
+                if !new_word_rate.is_finite() {
+                    new_word_rate = 0.0;
+                }
                 continue;
             }
             let index = usize::try_from(term)
@@ -283,7 +330,10 @@ impl TermStatistics {
             }
         }
         Ok(Self {
-            weights: docs.iter().map(|docs| term_weight(*docs, total)).collect(),
+            weights: docs
+                .iter()
+                .map(|docs| term_weight(*docs, total, new_word_rate))
+                .collect(),
             holders,
         })
     }
@@ -484,9 +534,9 @@ mod tests {
             "a word on every chunk still weighs a little"
         );
         assert!(idf(500, 100).is_finite(), "counts are clamped to the total");
-        assert!((term_weight(10, 100) - idf(10, 100).sqrt()).abs() < 1e-12);
+        assert!((term_weight(10, 100, 0.0) - idf(10, 100).sqrt()).abs() < 1e-12);
         assert!(
-            (term_weight(0, 100) - idf(0, 100).sqrt() * UNKNOWN_WORD_FACTOR).abs() < 1e-12,
+            (term_weight(0, 100, 0.0) - idf(0, 100).sqrt() * UNKNOWN_WORD_FACTOR).abs() < 1e-12,
             "a word the book never uses weighs more"
         );
         assert_eq!(coverage(&[], &[]), 0.0);
@@ -527,6 +577,55 @@ mod tests {
         assert!(hits.len() >= 2 && hits[1].score < hits[0].score, "{hits:?}");
     }
 
+    fn stored_new_word_rate(connection: &Connection) -> f64 {
+        connection.execute(CREATE_VOCABULARY, []).unwrap();
+        connection.execute(STORE_NEW_WORD_RATE, []).unwrap();
+        connection
+            .query_row(
+                "SELECT value FROM index_meta WHERE key = ?1",
+                [NEW_WORD_RATE_KEY],
+                |row| row.get::<_, String>(0),
+            )
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    #[test]
+    fn new_word_rate_is_the_share_of_occurrences_of_once_used_words() {
+        let connection = Connection::open_in_memory().unwrap();
+        create(&connection);
+        // Title, heading and text all count: gamma ×2, alpha ×1, beta ×2.
+        upsert(&connection, "1", "Gamma", "Gamma", "alpha beta beta");
+        assert!((stored_new_word_rate(&connection) - 1.0 / 5.0).abs() < 1e-12);
+        // Rewritten after a change: gamma ×4, alpha ×2, beta ×2, delta ×1.
+        upsert(&connection, "2", "Gamma", "Gamma", "alpha delta");
+        assert!((stored_new_word_rate(&connection) - 1.0 / 9.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn unknown_words_weigh_less_while_the_vocabulary_is_still_open() {
+        assert_eq!(unknown_word_factor(0.0), UNKNOWN_WORD_FACTOR);
+        let halfway = unknown_word_factor(NEW_WORD_RATE_WITHOUT_BONUS / 2.0);
+        assert!((halfway - (1.0 + UNKNOWN_WORD_FACTOR) / 2.0).abs() < 1e-12);
+        assert_eq!(unknown_word_factor(NEW_WORD_RATE_WITHOUT_BONUS), 1.0);
+        assert_eq!(unknown_word_factor(0.9), 1.0);
+
+        // "stand" is not in the book. Without a stored rate it weighs the full factor more.
+        let connection = seeded();
+        let question = "What does ZMP stand for?";
+        let closed = search(&connection, question, 1)[0].score;
+        let full = idf(1, 4).sqrt() / (idf(1, 4).sqrt() + idf(0, 4).sqrt() * UNKNOWN_WORD_FACTOR);
+        assert!((f64::from(closed) - full).abs() < 1e-6, "{closed}");
+        // Four short chunks use most words once: the vocabulary is open, the extra weight goes.
+        let rate = stored_new_word_rate(&connection);
+        assert!(rate > NEW_WORD_RATE_WITHOUT_BONUS, "{rate}");
+        let open = search(&connection, question, 1)[0].score;
+        let plain = idf(1, 4).sqrt() / (idf(1, 4).sqrt() + idf(0, 4).sqrt());
+        assert!((f64::from(open) - plain).abs() < 1e-6, "{open}");
+        assert!(open > closed);
+    }
+
     #[test]
     fn term_statistics_count_documents_and_candidate_holders() {
         let connection = seeded();
@@ -544,10 +643,10 @@ mod tests {
         let statistics = TermStatistics::from_rows(rows.iter(), 2).unwrap();
         assert_eq!(statistics.holders, vec![vec![1], vec![3]]);
         assert!(
-            (statistics.weights[0] - term_weight(1, 4)).abs() < 1e-9,
+            (statistics.weights[0] - term_weight(1, 4, 0.0)).abs() < 1e-9,
             "{statistics:?}"
         );
-        assert!((statistics.weights[1] - term_weight(1, 4)).abs() < 1e-9);
+        assert!((statistics.weights[1] - term_weight(1, 4, 0.0)).abs() < 1e-9);
         assert_eq!(statistics.coverage_of(2), 0.0);
     }
 }
