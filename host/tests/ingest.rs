@@ -107,6 +107,19 @@ fn search_top(data: &Path, question: &str) -> Passage {
         .remove(0)
 }
 
+/// The new-word rate the writer stored in `index_meta`.
+fn new_word_rate(data: &Path) -> f64 {
+    db(data)
+        .query_row(
+            "SELECT value FROM index_meta WHERE key = ?1",
+            params![search_index::NEW_WORD_RATE_KEY],
+            |row| row.get::<_, String>(0),
+        )
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 fn page_url(rel: &str) -> String {
     let page = rag_core::docs::parse_page(rel, &std::fs::read(book().join(rel)).unwrap(), &site())
         .unwrap()
@@ -156,6 +169,9 @@ async fn sqlite_index_of_the_book_is_incremental_and_prunes() {
     let zmp = search_top(data.path(), "What does ZMP stand for?");
     assert_eq!(zmp.page_url, page_url(LOCOMOTION));
     assert!(zmp.text.contains("ZMP"), "{}", zmp.text);
+    // A ten-page book still meets new words often: about one occurrence in ten.
+    let rate = new_word_rate(data.path());
+    assert!((0.05..0.2).contains(&rate), "{rate}");
 
     let second = ingest(&opts, &keyless()).await.unwrap().summary;
     assert_eq!(
@@ -215,6 +231,11 @@ async fn sqlite_index_of_the_book_is_incremental_and_prunes() {
     assert!(page_urls_of(data.path())
         .iter()
         .all(|(page, _, _)| *page != locomotion_url));
+    assert_ne!(
+        new_word_rate(data.path()),
+        rate,
+        "the rate follows the chunks"
+    );
     let expression = search_index::fts_match_expression("ZMP").unwrap();
     let hits: i64 = db(data.path())
         .query_row(
