@@ -372,7 +372,11 @@ async fn upstream_request_bodies_carry_content_length() {
     )
     .await;
     assert_eq!(streamed.status, 200);
-    assert_eq!(doubles.calls(Endpoint::OpenAiChat), 2, "JSON, then streamed");
+    assert_eq!(
+        doubles.calls(Endpoint::OpenAiChat),
+        2,
+        "JSON, then streamed"
+    );
     for endpoint in [
         Endpoint::CohereEmbed,
         Endpoint::QdrantQuery,
@@ -760,8 +764,107 @@ async fn upstream_failures_are_json_errors_with_stable_codes() {
     );
     let (status, body) = post_chat(&server, json!({"query": ZMP_QUESTION})).await;
     assert_eq!(status, 502, "{body}");
-    assert_eq!(body["error"]["code"], "upstream_bad_response");
+    assert_eq!(body["error"]["code"], "upstream_auth_failed");
     assert_eq!(doubles.calls(Endpoint::CohereEmbed), 1);
+}
+
+/// Asks with its own `x-request-id`, so the test can find its log lines.
+async fn post_chat_as(server: &Server, request_id: &str, body: Value) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{}/chat", server.base_url))
+        .header("x-request-id", request_id)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+/// The log lines of one request.
+fn logged_for(request_id: &str) -> String {
+    support::logs::text()
+        .lines()
+        .filter(|line| line.contains(request_id))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A refused key (HTTP 401/403) from any upstream is `upstream_auth_failed`, tried once; the
+/// log names the setting to check and never the key, and the client sees neither.
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_keys_are_upstream_auth_failed_and_the_log_names_the_setting() {
+    support::logs::capture();
+    let (server, doubles) = start_with_doubles(&[]).await;
+    let refusal = |status| Fault::Status {
+        status,
+        retry_after: None,
+    };
+
+    doubles.push_fault(Endpoint::CohereEmbed, refusal(401));
+    let (status, body) = post_chat_as(&server, "auth-cohere", json!({"query": ZMP_QUESTION})).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (502, &json!("upstream_auth_failed")),
+        "{body}"
+    );
+    assert_eq!(
+        body["error"]["message"],
+        "Cohere refused the configured credentials"
+    );
+    assert_eq!(doubles.calls(Endpoint::CohereEmbed), 1, "not retried");
+
+    doubles.push_fault(Endpoint::OpenAiChat, refusal(403));
+    let streamed = post_chat_streamed(
+        &server,
+        json!({"query": ZMP_QUESTION, "stream": true}),
+        None,
+    )
+    .await;
+    assert_eq!(streamed.status, 502);
+    doubles.push_fault(Endpoint::OpenAiChat, refusal(401));
+    let (status, body) = post_chat_as(&server, "auth-llm", json!({"query": ZMP_QUESTION})).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (502, &json!("upstream_auth_failed")),
+        "{body}"
+    );
+    assert_eq!(doubles.calls(Endpoint::OpenAiChat), 2, "neither retried");
+
+    // Qdrant checks the key itself: the runner was given another one.
+    doubles.require_qdrant_api_key("the-real-qdrant-key");
+    let (status, body) = post_chat_as(&server, "auth-qdrant", json!({"query": ZMP_QUESTION})).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (502, &json!("upstream_auth_failed")),
+        "{body}"
+    );
+    assert_eq!(
+        body["error"]["message"],
+        "Qdrant refused the configured credentials"
+    );
+
+    for (request_id, setting) in [
+        ("auth-cohere", "COHERE_API_KEY"),
+        ("auth-llm", "OPENAI_API_KEY"),
+        ("auth-qdrant", "QDRANT_API_KEY"),
+    ] {
+        let log = logged_for(request_id);
+        assert!(
+            log.contains(&format!("check {setting}")),
+            "{request_id}: {log}"
+        );
+        for secret in [
+            "test-openai-key",
+            "test-cohere-key",
+            "test-qdrant-key",
+            "the-real-qdrant-key",
+        ] {
+            assert!(!log.contains(secret), "{log}");
+        }
+    }
+    // What Qdrant said reaches the log.
+    assert!(logged_for("auth-qdrant").contains("Invalid API key or JWT"));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -151,7 +151,7 @@ async fn answer_json(prepared: Prepared) -> Result<ChatResponse, ApiError> {
             generate::complete(&prepared.settings, &prepared.messages())
                 .await
                 .map_err(|error| {
-                    eprintln!("chat: generation failed: {error}");
+                    adapters::log::failure("chat", format_args!("generation failed: {error}"));
                     ApiError::from(error)
                 })?
                 .content
@@ -207,7 +207,7 @@ async fn answer_streamed(prepared: Prepared, out: ResponseOutparam) {
             match generate::open_stream(&prepared.settings, &prepared.messages()).await {
                 Ok(stream) => Tokens::Model(Box::new(stream)),
                 Err(error) => {
-                    eprintln!("chat: generation failed: {error}");
+                    adapters::log::failure("chat", format_args!("generation failed: {error}"));
                     return reply::error(out, &ApiError::from(error)).await;
                 }
             }
@@ -249,7 +249,7 @@ async fn answer_streamed(prepared: Prepared, out: ResponseOutparam) {
                 return;
             }
             Err(error) => {
-                eprintln!("chat: the answer stream failed: {error}");
+                adapters::log::failure("chat", format_args!("the answer stream failed: {error}"));
                 conversation.save_answer(
                     message_id,
                     &answer,

@@ -28,7 +28,7 @@ pub async fn retrieve(
         RetrievalMode::Vector => vector(settings, query, top_k, threshold)
             .await
             .map_err(|error| {
-                eprintln!("chat: retrieval failed: {error}");
+                adapters::log::failure("chat", format_args!("retrieval failed: {error}"));
                 ApiError::from(error)
             }),
         RetrievalMode::Keyword => keyword(query, top_k, threshold),

@@ -39,7 +39,10 @@ where
         let random = wasi::random::random::get_random_u64();
         match policy.next_delay(attempts, error.retry_after, timer::since(started), random) {
             Some(delay) => {
-                eprintln!("chat: {error}; retrying in {} ms", delay.as_millis());
+                adapters::log::failure(
+                    "chat",
+                    format_args!("{error}; retrying in {} ms", delay.as_millis()),
+                );
                 timer::sleep(delay).await;
             }
             None => return Err(error),

@@ -99,6 +99,16 @@ impl ApiError {
         )
     }
 
+    /// 502 `upstream_auth_failed`: the named service refused the configured credentials. Only
+    /// the operator can fix it (the log line names the setting); retrying does not help.
+    pub fn upstream_auth_failed(service: &str) -> Self {
+        Self::new(
+            502,
+            "upstream_auth_failed",
+            format!("{service} refused the configured credentials"),
+        )
+    }
+
     /// A storage failure as every endpoint answers it: the stable code with a fixed message.
     /// What the database said stays out of the response: it can name the host, the user, the
     /// database, tables or statements, none of which helps a client and some of which is

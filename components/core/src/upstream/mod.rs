@@ -2,8 +2,9 @@
 //! LLM), as plain `http` values: the caller sends them with whatever client its host offers.
 //!
 //! Failures are classified once, here, into [`UpstreamError`], which knows whether a retry can
-//! help and which [`ApiError`] the client finally sees. Upstream bodies are never copied into
-//! messages: some services echo parts of the credentials they were given.
+//! help and which [`ApiError`] the client finally sees. What an upstream said about a failure
+//! (its [`UpstreamError::reason`]) reaches logs and command-line errors only, shortened and
+//! with anything credential-like masked; client messages never carry it.
 
 pub mod cohere;
 pub mod openai;
@@ -35,7 +36,19 @@ impl Service {
             Service::OpenAi => "the language model",
         }
     }
+
+    /// The setting holding the credential this service checks.
+    pub fn key_setting(self) -> &'static str {
+        match self {
+            Service::Cohere => "COHERE_API_KEY",
+            Service::Qdrant => "QDRANT_API_KEY",
+            Service::OpenAi => "OPENAI_API_KEY",
+        }
+    }
 }
+
+/// Most characters of an upstream's own message kept for logs and command-line errors.
+pub const REASON_LIMIT: usize = 300;
 
 /// What went wrong talking to an upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,7 +61,9 @@ pub enum UpstreamErrorKind {
     RateLimited,
     /// HTTP 5xx.
     ServerError(u16),
-    /// Any other non-success status (our request or credentials were refused).
+    /// HTTP 401 or 403: the configured credential was refused.
+    AuthFailed(u16),
+    /// Any other non-success status (our request was refused).
     Rejected(u16),
     /// A success status with a body we cannot use.
     BadResponse,
@@ -61,8 +76,11 @@ pub struct UpstreamError {
     pub kind: UpstreamErrorKind,
     /// The server's `Retry-After`, when it sent one.
     pub retry_after: Option<Duration>,
-    /// A short description for logs; never contains upstream bodies or credentials.
+    /// A short description, fit for clients; never holds upstream text or credentials.
     pub detail: String,
+    /// What the upstream said about the failure, at most [`REASON_LIMIT`] characters on one
+    /// line with credential-like words masked: for logs and command-line errors only.
+    pub reason: Option<String>,
 }
 
 impl UpstreamError {
@@ -72,6 +90,7 @@ impl UpstreamError {
             kind,
             retry_after: None,
             detail: detail.into(),
+            reason: None,
         }
     }
 
@@ -107,18 +126,22 @@ impl UpstreamError {
         }
         let code = status.as_u16();
         let kind = match code {
+            401 | 403 => UpstreamErrorKind::AuthFailed(code),
             429 => UpstreamErrorKind::RateLimited,
             500..=599 => UpstreamErrorKind::ServerError(code),
             _ => UpstreamErrorKind::Rejected(code),
         };
-        let detail = match code {
-            401 | 403 => format!("HTTP {code}: credentials were refused (check the API key)"),
-            _ => format!("HTTP {code}"),
-        };
         Some(Self {
             retry_after: parse_retry_after(response.headers(), now),
-            ..Self::new(service, kind, detail)
+            ..Self::new(service, kind, format!("HTTP {code}"))
         })
+    }
+
+    /// Keeps what the upstream said in `body` (its error message when the body is one of the
+    /// services' error shapes, else the text) as [`UpstreamError::reason`].
+    pub fn with_reason_from(mut self, body: &[u8]) -> Self {
+        self.reason = reason_from_body(body);
+        self
     }
 
     /// Whether trying again may succeed: timeouts, connection failures, 429 and 5xx.
@@ -132,8 +155,8 @@ impl UpstreamError {
         )
     }
 
-    /// What the client sees: 504 `upstream_timeout`, 503 `upstream_unavailable`, or 502
-    /// `upstream_bad_response`.
+    /// What the client sees: 504 `upstream_timeout`, 503 `upstream_unavailable`, 502
+    /// `upstream_auth_failed` or 502 `upstream_bad_response`.
     pub fn to_api_error(&self) -> ApiError {
         let name = self.service.name();
         match &self.kind {
@@ -145,6 +168,7 @@ impl UpstreamError {
             UpstreamErrorKind::ServerError(code) => {
                 ApiError::upstream_unavailable(name, format!("HTTP {code}"))
             }
+            UpstreamErrorKind::AuthFailed(_) => ApiError::upstream_auth_failed(name),
             UpstreamErrorKind::Rejected(_) | UpstreamErrorKind::BadResponse => {
                 ApiError::upstream_bad_response(name, &self.detail)
             }
@@ -160,8 +184,76 @@ impl fmt::Display for UpstreamError {
             self.service.name(),
             self.kind,
             self.detail
-        )
+        )?;
+        if let UpstreamErrorKind::AuthFailed(_) = self.kind {
+            write!(
+                f,
+                ": credentials refused; check {}",
+                self.service.key_setting()
+            )?;
+        }
+        match &self.reason {
+            Some(reason) => write!(f, ": {reason}"),
+            None => Ok(()),
+        }
     }
+}
+
+/// The upstream's own words from an error body: Qdrant's `status.error`, OpenAI's
+/// `error.message`, Cohere's `message`, or the body as text.
+fn reason_from_body(body: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(body);
+    let json: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    let message = json
+        .as_ref()
+        .and_then(|value| {
+            [
+                value.pointer("/status/error"),
+                value.pointer("/error/message"),
+                value.pointer("/message"),
+                value.pointer("/error"),
+            ]
+            .into_iter()
+            .flatten()
+            .find_map(serde_json::Value::as_str)
+        })
+        .map_or(text.as_ref(), |message| message);
+    let reason = scrub(message);
+    (!reason.is_empty()).then_some(reason)
+}
+
+/// `text` on one line, at most [`REASON_LIMIT`] characters, with every word that looks like a
+/// credential (long, mixing letters and digits, or a bearer token) masked, since some services
+/// echo the key they refused.
+pub fn scrub(text: &str) -> String {
+    let mut out = String::new();
+    let mut after_bearer = false;
+    for word in text.split_whitespace() {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        if after_bearer || looks_like_credential(word) {
+            out.push_str("[redacted]");
+        } else {
+            out.extend(word.chars().filter(|c| !c.is_control()));
+        }
+        after_bearer = word.eq_ignore_ascii_case("bearer");
+    }
+    match out.char_indices().nth(REASON_LIMIT) {
+        Some((cut, _)) => format!("{}…", &out[..cut]),
+        None => out,
+    }
+}
+
+fn looks_like_credential(word: &str) -> bool {
+    let token = word.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+    let letters = token.chars().filter(char::is_ascii_alphabetic).count();
+    let digits = token.chars().filter(char::is_ascii_digit).count();
+    let keyish = token
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '*'));
+    let prefixed = ["sk-", "co-", "eyJ"].iter().any(|p| token.starts_with(p)) && token.len() > 8;
+    keyish && (prefixed || (token.len() >= 16 && letters > 0 && digits > 0))
 }
 
 impl std::error::Error for UpstreamError {}
@@ -225,7 +317,7 @@ pub(crate) fn decode<T: DeserializeOwned>(
     response: &Response<Vec<u8>>,
 ) -> Result<T, UpstreamError> {
     if let Some(error) = UpstreamError::from_response(service, response, SystemTime::now()) {
-        return Err(error);
+        return Err(error.with_reason_from(response.body()));
     }
     serde_json::from_slice(response.body())
         .map_err(|error| UpstreamError::bad_response(service, format!("unexpected JSON: {error}")))
@@ -267,7 +359,8 @@ mod tests {
             (500, true, 503, "upstream_unavailable"),
             (503, true, 503, "upstream_unavailable"),
             (400, false, 502, "upstream_bad_response"),
-            (401, false, 502, "upstream_bad_response"),
+            (401, false, 502, "upstream_auth_failed"),
+            (403, false, 502, "upstream_auth_failed"),
             (404, false, 502, "upstream_bad_response"),
         ];
         for (status, retryable, api_status, code) in cases {
@@ -281,6 +374,64 @@ mod tests {
                 api.message
             );
         }
+    }
+
+    #[test]
+    fn refused_credentials_name_the_setting_in_logs_only() {
+        let refused = Response::builder()
+            .status(401)
+            .body(br#"{"message":"invalid api token co-9f8e7d6c5b4a3928"}"#.to_vec())
+            .unwrap();
+        let error = decode::<serde_json::Value>(Service::Cohere, &refused).unwrap_err();
+        assert_eq!(error.kind, UpstreamErrorKind::AuthFailed(401));
+        let logged = error.to_string();
+        assert!(logged.contains("check COHERE_API_KEY"), "{logged}");
+        assert!(logged.contains("invalid api token"), "{logged}");
+        assert!(!logged.contains("9f8e7d6c5b4a3928"), "{logged}");
+        let api = error.to_api_error();
+        assert_eq!((api.status, api.code), (502, "upstream_auth_failed"));
+        assert!(!api.message.contains("token"), "{}", api.message);
+        let qdrant =
+            UpstreamError::from_response(Service::Qdrant, &response(403, None), SystemTime::now());
+        assert!(qdrant.unwrap().to_string().contains("check QDRANT_API_KEY"));
+    }
+
+    #[test]
+    fn upstream_reasons_reach_logs_bounded_and_without_credentials() {
+        let qdrant = br#"{"status":{"error":"Wrong input: Vector dimension error: expected dim: 1536, got 1024"},"time":0.0}"#;
+        let rejected = Response::builder()
+            .status(400)
+            .body(qdrant.to_vec())
+            .unwrap();
+        let error = decode::<serde_json::Value>(Service::Qdrant, &rejected).unwrap_err();
+        assert_eq!(
+            error.reason.as_deref(),
+            Some("Wrong input: Vector dimension error: expected dim: 1536, got 1024")
+        );
+        assert!(error.to_string().ends_with("got 1024"), "{error}");
+        assert_eq!(
+            error.to_api_error().message,
+            "Qdrant returned an unusable response: HTTP 400"
+        );
+
+        let openai = br#"{"error":{"message":"Incorrect API key provided: sk-proj-****WxYz.","type":"invalid_request_error"}}"#;
+        assert_eq!(
+            reason_from_body(openai).as_deref(),
+            Some("Incorrect API key provided: [redacted]")
+        );
+        assert_eq!(
+            reason_from_body(b"Invalid API key or JWT\n").as_deref(),
+            Some("Invalid API key or JWT")
+        );
+        assert_eq!(
+            scrub("header was Bearer abc and key 3f9a2b7c1d8e4f60a5b9"),
+            "header was Bearer [redacted] and key [redacted]"
+        );
+        assert_eq!(scrub("line one\nline\u{1b}two"), "line one linetwo");
+        let long = scrub(&"word ".repeat(200));
+        assert_eq!(long.chars().count(), REASON_LIMIT + 1);
+        assert!(long.ends_with('…'));
+        assert_eq!(reason_from_body(b""), None);
     }
 
     #[test]
