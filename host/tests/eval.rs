@@ -42,10 +42,10 @@ async fn the_sample_book_set_keeps_its_figures_through_chat() {
     let summary = summarise(&rows, 5);
     assert_eq!((summary.answerable, summary.off_topic), (24, 11));
     assert_eq!(summary.off_topic_refused, 11, "{rows:#?}");
-    assert!(summary.recall_at_k >= 0.83, "{summary:?}");
-    assert!(summary.mrr > 0.7, "{summary:?}");
+    assert!(summary.recall_at_k >= 0.85, "{summary:?}");
+    assert!(summary.mrr > 0.8, "{summary:?}");
     assert_eq!(summary.uncited, 0, "every extractive answer cites");
-    assert!(shortfalls(&summary, Some(0.83), Some(0.93)).is_empty());
+    assert!(shortfalls(&summary, Some(0.85), Some(0.93)).is_empty());
     let zmp = rows.iter().find(|r| r.id == "tipping-over").unwrap();
     assert_eq!(zmp.rank, Some(1), "{zmp:?}");
     assert!(zmp.sources[0]
@@ -60,5 +60,5 @@ async fn without_the_coverage_gate_off_topic_questions_are_answered() {
     let rows = evaluate(&server.base_url, &questions(), 5).await.unwrap();
     let summary = summarise(&rows, 5);
     assert!(summary.off_topic_refused <= 1, "{summary:?}");
-    assert!(!shortfalls(&summary, Some(0.83), Some(0.93)).is_empty());
+    assert!(!shortfalls(&summary, Some(0.85), Some(0.93)).is_empty());
 }
