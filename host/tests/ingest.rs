@@ -440,7 +440,11 @@ async fn qdrant_target_embeds_only_what_changed() {
     assert_eq!(calls(Endpoint::QdrantUpsert), upserts);
     let third = ingest(&opts, &settings).await.unwrap().summary;
     assert_eq!(third.embedded, changed.len(), "{third}");
-    assert_eq!(calls(Endpoint::CohereEmbed), embeds + 1);
+    assert_eq!(
+        calls(Endpoint::CohereEmbed),
+        embeds + 2,
+        "the vector size check, then the changed chunks"
+    );
     assert_eq!(calls(Endpoint::QdrantUpsert), upserts + 1);
     let sent = doubles.last_request(Endpoint::CohereEmbed).unwrap();
     assert_eq!(sent["texts"].as_array().unwrap().len(), changed.len());
@@ -469,7 +473,99 @@ async fn qdrant_target_embeds_only_what_changed() {
         "{pruned}"
     );
     assert_eq!(doubles.point_count("book"), points - locomotion);
-    assert_eq!(calls(Endpoint::CohereEmbed), embeds + 1);
+    assert_eq!(calls(Endpoint::CohereEmbed), embeds + 2);
+}
+
+/// A collection made for another embedding size is refused before any chunk is embedded, with
+/// what to run; nothing is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collection_of_another_vector_size_is_refused_before_embedding() {
+    let doubles = Doubles::start().await;
+    let other_size = serde_json::json!({
+        "vectors": {"dense": {"size": 1536, "distance": "Cosine"}},
+        "sparse_vectors": {"sparse": {"modifier": "idf"}},
+    });
+    let created = reqwest::Client::new()
+        .put(format!("{}/collections/book", doubles.base_url()))
+        .json(&other_size)
+        .send()
+        .await
+        .unwrap();
+    assert!(created.status().is_success());
+    let docs = book_copy();
+    let data = tempfile::tempdir().unwrap();
+    let error = ingest(
+        &options(docs.path(), data.path(), Target::Qdrant),
+        &vector_settings(&doubles),
+    )
+    .await
+    .unwrap_err();
+    let error = format!("{error:#}");
+    for expected in [
+        "1536-dimension",
+        &format!("{EMBED_DIMS}-dimension"),
+        "curl -X DELETE",
+        "QDRANT_COLLECTION",
+        "host ingest",
+    ] {
+        assert!(error.contains(expected), "{expected:?} missing: {error}");
+    }
+    assert_eq!(doubles.calls(Endpoint::CohereEmbed), 1, "one short probe");
+    let probe = doubles.last_request(Endpoint::CohereEmbed).unwrap();
+    assert_eq!(probe["texts"].as_array().unwrap().len(), 1);
+    assert_eq!(doubles.calls(Endpoint::QdrantUpsert), 0);
+    assert_eq!(doubles.point_count("book"), 0);
+}
+
+/// What Qdrant says about a failure reaches the command-line error, bounded and without the
+/// key; a refused key names the setting to check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qdrant_errors_carry_qdrants_reason_without_the_key() {
+    let doubles = Doubles::start().await;
+    doubles.require_qdrant_api_key("the-right-qdrant-key");
+    let docs = book_copy();
+    let data = tempfile::tempdir().unwrap();
+    let opts = options(docs.path(), data.path(), Target::Qdrant);
+    let base = doubles.base_url();
+    let settings = |key: &'static str| {
+        let base = base.clone();
+        Settings::from_lookup(move |name| match name {
+            "cohere_api_key" => Some("test-key".to_owned()),
+            "cohere_base_url" | "qdrant_url" => Some(base.clone()),
+            "qdrant_api_key" => Some(key.to_owned()),
+            _ => None,
+        })
+        .unwrap()
+    };
+    let error = format!(
+        "{:#}",
+        ingest(&opts, &settings("a-wrong-qdrant-key"))
+            .await
+            .unwrap_err()
+    );
+    assert!(error.contains("Invalid API key or JWT"), "{error}");
+    assert!(error.contains("check QDRANT_API_KEY"), "{error}");
+    assert!(!error.contains("a-wrong-qdrant-key"), "{error}");
+    assert_eq!(doubles.calls(Endpoint::CohereEmbed), 0);
+
+    // Qdrant refuses the upsert: its reason, not just the status, is in the error.
+    doubles.push_fault(
+        Endpoint::QdrantUpsert,
+        Fault::Status {
+            status: 400,
+            retry_after: None,
+        },
+    );
+    let error = format!(
+        "{:#}",
+        ingest(&opts, &settings("the-right-qdrant-key"))
+            .await
+            .unwrap_err()
+    );
+    assert!(
+        error.contains("HTTP 400: fault injected by the test"),
+        "{error}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

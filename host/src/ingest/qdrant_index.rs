@@ -18,7 +18,9 @@ use rag_core::config::Settings;
 use rag_core::docs::Chunk;
 use rag_core::keywords;
 use rag_core::upstream::cohere::{Cohere, InputType, EMBED_BATCH_SIZE};
-use rag_core::upstream::qdrant::{Layout, NewPoint, PointId, Qdrant, INDEXED_FIELDS};
+use rag_core::upstream::qdrant::{
+    CollectionShape, Layout, NewPoint, PointId, Qdrant, INDEXED_FIELDS,
+};
 use rag_core::upstream::{Service, UpstreamError};
 
 use super::{plan, progress_bar, Applied, Options};
@@ -146,21 +148,44 @@ impl Upstreams<'_> {
         Ok(())
     }
 
-    async fn layout(&self) -> Result<Layout> {
-        let layout = self
+    async fn shape(&self) -> Result<CollectionShape> {
+        let shape = self
             .call(
                 Service::Qdrant,
                 || self.qdrant.collection_info_request(),
-                Qdrant::parse_layout,
+                Qdrant::parse_shape,
             )
             .await?;
-        if layout == Layout::DenseOnly {
+        if shape.layout == Layout::DenseOnly {
             tracing::warn!(
                 "Qdrant collection {} has one unnamed vector (created by an earlier version): keyword vectors are not stored and retrieval stays dense-only; delete the collection and ingest again for hybrid retrieval",
                 self.qdrant.collection
             );
         }
-        Ok(layout)
+        Ok(shape)
+    }
+
+    /// Embeds one short text to learn the model's vector size and refuses a collection made
+    /// for another, before any chunk is embedded: Qdrant would reject every upsert.
+    async fn check_vector_size(&self, shape: CollectionShape) -> Result<()> {
+        let probe = ["vector size check"];
+        let embedded = self
+            .call(
+                Service::Cohere,
+                || self.cohere.embed_request(&probe, InputType::SearchDocument),
+                |response| Cohere::parse_embed_response(response, probe.len()),
+            )
+            .await?;
+        let model_size = embedded.first().map_or(0, Vec::len);
+        if model_size == shape.vector_size {
+            return Ok(());
+        }
+        Err(anyhow!(
+            "Qdrant collection {collection:?} holds {held}-dimension vectors but the embedding model {model:?} makes {model_size}-dimension ones; nothing was embedded or written. Either delete the collection (curl -X DELETE \"$QDRANT_URL/collections/{collection}\" -H \"api-key: $QDRANT_API_KEY\") or set QDRANT_COLLECTION to a new name, then run `host ingest` again",
+            collection = self.qdrant.collection,
+            held = shape.vector_size,
+            model = self.cohere.embed_model,
+        ))
     }
 }
 
@@ -231,11 +256,12 @@ pub(super) async fn sync(
     } else {
         Default::default()
     };
-    let layout = if exists {
-        upstreams.layout().await?
+    let shape = if exists {
+        Some(upstreams.shape().await?)
     } else {
-        Layout::Hybrid
+        None
     };
+    let layout = shape.map_or(Layout::Hybrid, |shape| shape.layout);
     let plan = plan(chunks, &stored);
     let stale = if options.prune {
         0
@@ -256,6 +282,9 @@ pub(super) async fn sync(
         });
     }
 
+    if let (Some(shape), false) = (shape, plan.write.is_empty()) {
+        upstreams.check_vector_size(shape).await?;
+    }
     let bar = progress_bar(options.show_progress, plan.write.len(), "embedding");
     let mut collection_ready = exists;
     let mut embedded = 0;

@@ -38,6 +38,14 @@ pub enum Layout {
     DenseOnly,
 }
 
+/// What an existing collection holds, as far as writing to it goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CollectionShape {
+    pub layout: Layout,
+    /// Dimensions of its dense vector; embeddings of another size are refused.
+    pub vector_size: usize,
+}
+
 /// What a hybrid query got back.
 #[derive(Debug, Clone, PartialEq)]
 pub enum HybridHits {
@@ -302,15 +310,38 @@ impl Qdrant {
 
     /// How the collection stores vectors; an error for a layout this service did not create.
     pub fn parse_layout(response: &Response<Vec<u8>>) -> Result<Layout, UpstreamError> {
+        Self::parse_shape(response).map(|shape| shape.layout)
+    }
+
+    /// The collection's layout and dense vector size; an error for a layout this service did
+    /// not create.
+    pub fn parse_shape(response: &Response<Vec<u8>>) -> Result<CollectionShape, UpstreamError> {
         let info: Envelope<Value> = decode(Service::Qdrant, response)?;
         let params = &info.result["config"]["params"];
         let vectors = &params["vectors"];
+        let size_of = |dense: &Value| {
+            dense["size"]
+                .as_u64()
+                .map(|size| size as usize)
+                .ok_or_else(|| {
+                    UpstreamError::bad_response(
+                        Service::Qdrant,
+                        "the collection's vector has no size",
+                    )
+                })
+        };
         if vectors.get("size").is_some() {
-            return Ok(Layout::DenseOnly);
+            return Ok(CollectionShape {
+                layout: Layout::DenseOnly,
+                vector_size: size_of(vectors)?,
+            });
         }
         let has_sparse = params["sparse_vectors"].get(SPARSE_VECTOR).is_some();
-        if vectors.get(DENSE_VECTOR).is_some() && has_sparse {
-            return Ok(Layout::Hybrid);
+        if let (Some(dense), true) = (vectors.get(DENSE_VECTOR), has_sparse) {
+            return Ok(CollectionShape {
+                layout: Layout::Hybrid,
+                vector_size: size_of(dense)?,
+            });
         }
         Err(UpstreamError::bad_response(
             Service::Qdrant,
@@ -528,6 +559,22 @@ mod tests {
             Layout::Hybrid
         );
         assert!(layout(json!({"vectors": {"other": {"size": 4, "distance": "Cosine"}}})).is_err());
+        let shape = |params: Value| {
+            Qdrant::parse_shape(&ok(
+                json!({"result": {"status": "green", "config": {"params": params}}}),
+            ))
+        };
+        assert_eq!(
+            shape(json!({"vectors": {"size": 1024, "distance": "Cosine"}})).unwrap(),
+            CollectionShape {
+                layout: Layout::DenseOnly,
+                vector_size: 1024
+            }
+        );
+        assert_eq!(
+            shape(json!({"vectors": {"dense": {"size": 1536, "distance": "Cosine"}}, "sparse_vectors": {"sparse": {"modifier": "idf"}}})).unwrap(),
+            CollectionShape { layout: Layout::Hybrid, vector_size: 1536 }
+        );
         let index = q.create_index_request("page_url");
         assert_eq!(index.uri().path(), "/collections/book/index");
         assert_eq!(
