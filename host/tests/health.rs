@@ -180,5 +180,67 @@ async fn readiness_is_503_when_a_configured_dependency_is_down_and_never_shows_s
     assert!(!text.contains("very-secret"), "{text}");
     let body: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(body["checks"]["qdrant"]["status"], "down");
+    let detail = body["checks"]["qdrant"]["detail"].as_str().unwrap();
+    assert!(detail.starts_with("unreachable:"), "{detail}");
     assert_eq!(body["mode"]["retrieval"], "vector");
+}
+
+/// Readiness probes Qdrant as chat uses it: the collection, with the configured key (Qdrant's
+/// `/readyz` needs no key). Each failure says which check failed.
+#[tokio::test(flavor = "multi_thread")]
+async fn qdrant_readiness_checks_the_key_and_the_collection() {
+    let doubles = upstream_doubles::Doubles::start().await;
+    doubles.require_qdrant_api_key("qk-right-key");
+    let base = doubles.base_url();
+    let qdrant_check = |api_key: Option<&'static str>| {
+        let base = base.clone();
+        async move {
+            let mut variables = vec![("qdrant_url", base.as_str())];
+            variables.extend(api_key.map(|key| ("qdrant_api_key", key)));
+            let server = start(Options {
+                variables: &variables,
+                ..Options::default()
+            })
+            .await;
+            let response = reqwest::get(format!("{}/health/ready", server.base_url))
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let text = response.text().await.unwrap();
+            assert!(!text.contains("qk-"), "a key in the report: {text}");
+            let body: serde_json::Value = serde_json::from_str(&text).unwrap();
+            (status, body["checks"]["qdrant"].clone())
+        }
+    };
+
+    for key in [Some("qk-wrong-key"), None] {
+        let (status, qdrant) = qdrant_check(key).await;
+        assert_eq!(status, 503, "{qdrant}");
+        assert_eq!(qdrant["status"], "down", "{qdrant}");
+        let detail = qdrant["detail"].as_str().unwrap();
+        assert!(
+            detail.starts_with("auth:") && detail.contains("QDRANT_API_KEY"),
+            "{detail}"
+        );
+    }
+
+    let (status, qdrant) = qdrant_check(Some("qk-right-key")).await;
+    assert_eq!(status, 503);
+    let detail = qdrant["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("missing collection:") && detail.contains("host ingest"),
+        "{detail}"
+    );
+
+    let created = reqwest::Client::new()
+        .put(format!("{base}/collections/book"))
+        .header("api-key", "qk-right-key")
+        .json(&serde_json::json!({"vectors": {"size": 4, "distance": "Cosine"}}))
+        .send()
+        .await
+        .unwrap();
+    assert!(created.status().is_success());
+    let (_, qdrant) = qdrant_check(Some("qk-right-key")).await;
+    assert_eq!(qdrant["status"], "up", "{qdrant}");
+    assert!(qdrant.get("detail").is_none(), "{qdrant}");
 }

@@ -42,11 +42,29 @@ pub struct Check {
     pub detail: Option<String>,
 }
 
-/// HTTP probes for the configured upstreams: requests that cost nothing (no tokens, no writes).
+impl Dependency {
+    /// The setting holding the credential this dependency checks, if it takes one.
+    fn key_setting(self) -> Option<&'static str> {
+        match self {
+            Dependency::Qdrant => Some("QDRANT_API_KEY"),
+            Dependency::Cohere => Some("COHERE_API_KEY"),
+            Dependency::Llm => Some("OPENAI_API_KEY"),
+            _ => None,
+        }
+    }
+}
+
+/// HTTP probes for the configured upstreams: requests that cost nothing (no tokens, no writes)
+/// and need what chat needs. Qdrant's is `GET /collections/{name}` with the key: `/readyz`
+/// answers without a key and says nothing of the collection.
 pub fn http_probes(settings: &Settings) -> Vec<(Dependency, http::Request<Vec<u8>>)> {
     let mut probes = Vec::new();
     if let Some(url) = &settings.qdrant_url {
-        let mut request = http::Request::get(format!("{}/readyz", url.trim_end_matches('/')));
+        let mut request = http::Request::get(format!(
+            "{}/collections/{}",
+            url.trim_end_matches('/'),
+            settings.qdrant_collection
+        ));
         if let Some(key) = &settings.qdrant_api_key {
             request = request.header("api-key", key);
         }
@@ -94,13 +112,29 @@ pub fn database_checks(settings: &Settings) -> Vec<Dependency> {
     checks
 }
 
-/// Judges a probe's HTTP status.
-pub fn judge_status(status: u16) -> Result<(), String> {
-    match status {
-        200..=299 => Ok(()),
-        401 | 403 => Err(format!("HTTP {status}: credentials rejected")),
+/// Judges a probe's HTTP status; the reason starts with which check failed (`auth:`,
+/// `missing collection:`, or the status).
+pub fn judge_status(
+    dependency: Dependency,
+    settings: &Settings,
+    status: u16,
+) -> Result<(), String> {
+    match (status, dependency.key_setting()) {
+        (200..=299, _) => Ok(()),
+        (401 | 403, Some(setting)) => Err(format!(
+            "auth: HTTP {status}: credentials refused; check {setting}"
+        )),
+        (404, _) if dependency == Dependency::Qdrant => Err(format!(
+            "missing collection: {:?} does not exist; run `host ingest` (or check QDRANT_COLLECTION)",
+            settings.qdrant_collection
+        )),
         _ => Err(format!("HTTP {status}")),
     }
+}
+
+/// The reason for a probe that got no answer.
+pub fn unreachable(why: &str) -> String {
+    format!("unreachable: {why}")
 }
 
 /// The whole report and its HTTP status: 200 when every configured dependency is up.
@@ -178,7 +212,8 @@ mod tests {
         let probes = http_probes(&s);
         let names: Vec<_> = probes.iter().map(|(d, _)| d.name()).collect();
         assert_eq!(names, ["qdrant", "cohere", "llm"]);
-        assert_eq!(probes[0].1.uri(), "https://q.example:6333/readyz");
+        assert_eq!(probes[0].1.uri(), "https://q.example:6333/collections/book");
+        assert_eq!(probes[0].1.headers()["api-key"], "qk-secret");
         let checks = [
             Check {
                 dependency: Dependency::Qdrant,
@@ -190,7 +225,7 @@ mod tests {
                 dependency: Dependency::Llm,
                 up: false,
                 latency_ms: 9,
-                detail: Some("HTTP 401: credentials rejected".into()),
+                detail: judge_status(Dependency::Llm, &s, 401).err(),
             },
         ];
         let (status, body) = report("svc", "1", &s, &checks);
@@ -217,9 +252,28 @@ mod tests {
     }
 
     #[test]
-    fn statuses_are_judged() {
-        assert!(judge_status(200).is_ok());
-        assert!(judge_status(401).unwrap_err().contains("credentials"));
-        assert!(judge_status(503).is_err());
+    fn statuses_are_judged_naming_the_failed_check() {
+        let s = settings(&[("qdrant_collection", "docs")]);
+        let judge = |dependency, status| judge_status(dependency, &s, status);
+        assert!(judge(Dependency::Qdrant, 200).is_ok());
+        let refused = judge(Dependency::Qdrant, 403).unwrap_err();
+        assert!(
+            refused.starts_with("auth:") && refused.contains("QDRANT_API_KEY"),
+            "{refused}"
+        );
+        assert!(judge(Dependency::Cohere, 401)
+            .unwrap_err()
+            .contains("COHERE_API_KEY"));
+        let missing = judge(Dependency::Qdrant, 404).unwrap_err();
+        assert!(
+            missing.starts_with("missing collection:") && missing.contains("\"docs\""),
+            "{missing}"
+        );
+        assert_eq!(judge(Dependency::Llm, 404).unwrap_err(), "HTTP 404");
+        assert_eq!(judge(Dependency::Qdrant, 503).unwrap_err(), "HTTP 503");
+        assert_eq!(
+            unreachable("connection failed"),
+            "unreachable: connection failed"
+        );
     }
 }

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use adapters::db::Db;
+use adapters::outbound::SendFailure;
 use adapters::respond::{self, json};
 use adapters::timer;
 use rag_core::config::Settings;
@@ -55,16 +56,24 @@ async fn ready(service: &str) -> spin_sdk::http::Response {
             )
         }
     };
+    let settings = &settings;
     let probes =
-        readiness::http_probes(&settings)
+        readiness::http_probes(settings)
             .into_iter()
             .map(|(dependency, request)| async move {
                 let started = timer::now();
                 let outcome = adapters::outbound::send(request, PROBE_TIMEOUT).await;
                 let latency_ms = timer::since(started).as_millis() as u64;
                 let detail = match outcome {
-                    Ok(response) => readiness::judge_status(response.status().as_u16()).err(),
-                    Err(failure) => Some(format!("{failure:?}").to_lowercase()),
+                    Ok(response) => {
+                        readiness::judge_status(dependency, settings, response.status().as_u16())
+                            .err()
+                    }
+                    Err(failure) => Some(readiness::unreachable(match failure {
+                        SendFailure::Timeout => "no answer within 2 s",
+                        SendFailure::Connect => "connection failed",
+                        SendFailure::Refused => "not in allowed_outbound_hosts",
+                    })),
                 };
                 Check {
                     dependency,
@@ -74,10 +83,10 @@ async fn ready(service: &str) -> spin_sdk::http::Response {
                 }
             });
     let mut checks = futures::future::join_all(probes).await;
-    for dependency in readiness::database_checks(&settings) {
+    for dependency in readiness::database_checks(settings) {
         checks.push(check_database(dependency, settings.database_url.as_deref()));
     }
-    let (status, body) = readiness::report(service, VERSION, &settings, &checks);
+    let (status, body) = readiness::report(service, VERSION, settings, &checks);
     json(status, &body)
 }
 
