@@ -168,10 +168,6 @@ pub struct ServerSettings {
     #[arg(long, env = "BIND_ADDR", default_value = "0.0.0.0")]
     pub bind: String,
 
-    /// Origins allowed by CORS, comma-separated; `*` allows any and must be set explicitly.
-    #[arg(long, env = "ALLOWED_ORIGINS", default_value = "")]
-    pub allowed_origins: String,
-
     /// Serve everything under this path prefix (e.g. `/api` behind a reverse proxy).
     #[arg(long, env = "BASE_PATH", default_value = "")]
     pub base_path: String,
@@ -242,14 +238,6 @@ impl ServerSettings {
         } else {
             format!("/{trimmed}")
         }
-    }
-
-    pub fn origins(&self) -> Vec<String> {
-        self.allowed_origins
-            .split(',')
-            .map(|o| o.trim().trim_end_matches('/').to_string())
-            .filter(|o| !o.is_empty())
-            .collect()
     }
 }
 

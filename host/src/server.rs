@@ -1,6 +1,8 @@
-//! The HTTP server: axum with CORS, request ids, tracing, TCP_NODELAY, per-client rate limits,
+//! The HTTP server: axum with request ids, tracing, TCP_NODELAY, per-client rate limits,
 //! `/metrics` (behind a bearer token, or on its own loopback listener), and a graceful
-//! shutdown that drains in-flight requests.
+//! shutdown that drains in-flight requests. CORS is the components' (`allowed_origins`), so it
+//! is the same under `spin up`; the runner only puts the same headers on the answers it makes
+//! itself.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,15 +11,16 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
+use axum::middleware::Next;
 use axum::routing::get;
 use axum::serve::ListenerExt;
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
+use rag_core::cors::AllowedOrigins;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
-use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
@@ -78,6 +81,12 @@ pub fn router(runtime: Arc<Runtime>, settings: &ServerSettings) -> Result<Router
             get(metrics).with_state(MetricsAccess::new(runtime.clone(), settings)),
         );
     }
+    let allowed_origins = Arc::new(AllowedOrigins::parse(
+        runtime
+            .variables
+            .get("allowed_origins")
+            .map_or("", |resolved| resolved.value.as_str()),
+    ));
     let router = router.fallback(dispatch).with_state(AppState {
         runtime,
         base_path: Arc::from(base_path.as_str()),
@@ -90,7 +99,10 @@ pub fn router(runtime: Arc<Runtime>, settings: &ServerSettings) -> Result<Router
         None => router,
     };
     Ok(router
-        .layer(cors(&settings.origins()))
+        .layer(axum::middleware::from_fn_with_state(
+            allowed_origins,
+            cors_on_runner_answers,
+        ))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
             let id = request
@@ -128,23 +140,32 @@ fn metrics_router(runtime: Arc<Runtime>, settings: &ServerSettings) -> Result<Ro
         .with_state(MetricsAccess::new(runtime, settings)))
 }
 
-fn cors(origins: &[String]) -> CorsLayer {
-    let allow = if origins.iter().any(|o| o == "*") {
-        AllowOrigin::any()
-    } else {
-        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
-    };
-    CorsLayer::new()
-        .allow_origin(allow)
-        .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
-        .allow_headers([
-            header::CONTENT_TYPE,
-            header::ACCEPT,
-            header::AUTHORIZATION,
-            REQUEST_ID,
-        ])
-        .expose_headers([REQUEST_ID])
-        .max_age(Duration::from_secs(600))
+/// The answers the runner makes itself (rate limits, overload, deadlines, traps, unknown
+/// paths) carry the CORS headers the components put on theirs, from the same decision in core,
+/// so a page can read why it was refused. An answer that has them (or `Vary`) is left alone.
+async fn cors_on_runner_answers(
+    State(allowed): State<Arc<AllowedOrigins>>,
+    request: Request,
+    next: Next,
+) -> Response<Body> {
+    let origin = request
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    if headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+        || headers.contains_key(header::VARY)
+    {
+        return response;
+    }
+    for (name, value) in rag_core::cors::headers(&allowed, origin.as_deref(), false) {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(name, value);
+        }
+    }
+    response
 }
 
 async fn metrics(State(access): State<MetricsAccess>, headers: HeaderMap) -> Response<Body> {

@@ -1159,3 +1159,121 @@ async fn a_client_that_leaves_mid_stream_leaves_the_partial_answer_stored_incomp
         answer.content
     );
 }
+
+/// The components answer CORS themselves, as they would under `spin up`: a preflight to /chat
+/// from an allowed origin gets 204 with the headers, from another origin none; JSON answers,
+/// event streams, errors and the session API carry them too.
+#[tokio::test(flavor = "multi_thread")]
+async fn chat_answers_cors_preflights_and_marks_every_answer() {
+    let (server, _doubles) =
+        start_with_doubles(&[("allowed_origins", "http://localhost:3000")]).await;
+    let client = reqwest::Client::new();
+    let url = |path: &str| format!("{}{path}", server.base_url);
+    let preflight = |origin: &'static str| {
+        client
+            .request(reqwest::Method::OPTIONS, url("/chat"))
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", "POST")
+            .header("Access-Control-Request-Headers", "content-type")
+            .send()
+    };
+    let allowed = preflight("http://localhost:3000").await.unwrap();
+    assert_eq!(allowed.status(), 204);
+    let headers = allowed.headers();
+    assert_eq!(
+        headers["access-control-allow-origin"],
+        "http://localhost:3000"
+    );
+    assert!(headers["access-control-allow-methods"]
+        .to_str()
+        .unwrap()
+        .contains("POST"));
+    assert!(headers["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .contains("content-type"));
+    assert_eq!(headers["access-control-max-age"], "600");
+    assert_eq!(headers["vary"], "origin");
+    let refused = preflight("https://evil.example").await.unwrap();
+    assert_eq!(refused.status(), 204);
+    assert!(refused
+        .headers()
+        .get("access-control-allow-origin")
+        .is_none());
+    assert!(refused
+        .headers()
+        .get("access-control-allow-methods")
+        .is_none());
+
+    let allow_origin = |response: &reqwest::Response| {
+        response
+            .headers()
+            .get("access-control-allow-origin")
+            .map(|value| value.to_str().unwrap().to_owned())
+    };
+    let from_page =
+        |request: reqwest::RequestBuilder| request.header("Origin", "http://localhost:3000").send();
+    let answered = from_page(
+        client
+            .post(url("/chat"))
+            .json(&json!({"query": ZMP_QUESTION})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(answered.status(), 200);
+    assert_eq!(
+        allow_origin(&answered).as_deref(),
+        Some("http://localhost:3000")
+    );
+    let streamed = from_page(
+        client
+            .post(url("/chat"))
+            .json(&json!({"query": ZMP_QUESTION, "stream": true})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(streamed.headers()["content-type"], "text/event-stream");
+    assert_eq!(
+        allow_origin(&streamed).as_deref(),
+        Some("http://localhost:3000")
+    );
+    assert!(streamed.text().await.unwrap().contains("event: done"));
+    let invalid = from_page(client.post(url("/chat")).json(&json!({"query": ""})))
+        .await
+        .unwrap();
+    assert_eq!(invalid.status(), 400);
+    assert_eq!(
+        allow_origin(&invalid).as_deref(),
+        Some("http://localhost:3000")
+    );
+    let created = from_page(client.post(url("/session"))).await.unwrap();
+    assert_eq!(created.status(), 201);
+    assert_eq!(
+        allow_origin(&created).as_deref(),
+        Some("http://localhost:3000")
+    );
+    let session: Value = created.json().await.unwrap();
+    let deleted = from_page(client.delete(url(&format!(
+        "/session/{}",
+        session["session_id"].as_str().unwrap()
+    ))))
+    .await
+    .unwrap();
+    assert_eq!(deleted.status(), 204);
+    assert_eq!(
+        allow_origin(&deleted).as_deref(),
+        Some("http://localhost:3000")
+    );
+    let session_preflight = client
+        .request(reqwest::Method::OPTIONS, url("/session"))
+        .header("Origin", "http://localhost:3000")
+        .header("Access-Control-Request-Method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(session_preflight.status(), 204);
+    assert_eq!(
+        allow_origin(&session_preflight).as_deref(),
+        Some("http://localhost:3000")
+    );
+}

@@ -49,6 +49,7 @@ cohere_base_url = {{ default = "https://api.cohere.com" }}
 qdrant_url = {{ default = "" }}
 qdrant_api_key = {{ default = "" }}
 qdrant_collection = {{ default = "book" }}
+allowed_origins = {{ default = "" }}
 self_origin = {{ default = "http://127.0.0.1:{port}" }}
 {extra_variables}
 [[trigger.http]]
@@ -70,6 +71,7 @@ cohere_base_url = "{{{{ cohere_base_url }}}}"
 qdrant_url = "{{{{ qdrant_url }}}}"
 qdrant_api_key = "{{{{ qdrant_api_key }}}}"
 qdrant_collection = "{{{{ qdrant_collection }}}}"
+allowed_origins = "{{{{ allowed_origins }}}}"
 [component.guest]
 source = "{guest}"
 allowed_outbound_hosts = ["{{{{ self_origin }}}}", "http://*:{port}", "postgres://db.example.com"]
@@ -235,6 +237,9 @@ async fn health_not_found_and_metrics() {
     assert!(metrics.contains("http_requests_in_flight"), "{metrics}");
 }
 
+/// CORS is the components' (the `allowed_origins` variable, read from plain
+/// `ALLOWED_ORIGINS`): a preflight is answered 204 by the component, and every answer, errors
+/// and the runner's own included, carries the headers for a listed origin only.
 #[tokio::test(flavor = "multi_thread")]
 async fn cors_allows_listed_origins_only() {
     let runner = Runner::start(&[(
@@ -244,25 +249,53 @@ async fn cors_allows_listed_origins_only() {
     let client = reqwest::Client::new();
     let preflight = |origin: &'static str| {
         client
-            .request(reqwest::Method::OPTIONS, runner.url("/health"))
+            .request(reqwest::Method::OPTIONS, runner.url("/health/ready"))
             .header("Origin", origin)
             .header("Access-Control-Request-Method", "POST")
             .header("Access-Control-Request-Headers", "content-type")
             .send()
     };
     let allowed = preflight("https://book.example").await.unwrap();
+    assert_eq!(allowed.status(), 204);
+    let headers = allowed.headers();
     assert_eq!(
-        allowed
-            .headers()
-            .get("access-control-allow-origin")
-            .unwrap(),
+        headers["access-control-allow-origin"],
         "https://book.example"
     );
+    assert_eq!(
+        headers["access-control-allow-methods"],
+        rag_core::cors::ALLOW_METHODS
+    );
+    assert!(headers["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .contains("content-type"));
+    assert_eq!(headers["access-control-max-age"], "600");
+    assert_eq!(headers["vary"], "origin");
     let refused = preflight("https://evil.example").await.unwrap();
     assert!(refused
         .headers()
         .get("access-control-allow-origin")
         .is_none());
+
+    // Answers and errors of the component, and the runner's own 404, carry the headers.
+    for path in ["/health", "/health/nothing", "/no-such-route"] {
+        let response = client
+            .get(runner.url(path))
+            .header("Origin", "https://other.example")
+            .send()
+            .await
+            .unwrap();
+        let headers = response.headers();
+        assert_eq!(
+            headers
+                .get("access-control-allow-origin")
+                .map(|v| v.to_str().unwrap()),
+            Some("https://other.example"),
+            "{path}: {headers:?}"
+        );
+        assert_eq!(headers["access-control-expose-headers"], "x-request-id");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -4,21 +4,26 @@ use rag_core::error::ApiError;
 use rag_core::store::StoreError;
 use spin_sdk::http::Response;
 
+/// A JSON body, with this request's CORS headers.
 pub fn json(status: u16, value: &serde_json::Value) -> Response {
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .body(value.to_string())
-        .build()
+    crate::cors::apply(
+        Response::builder()
+            .status(status)
+            .header("content-type", "application/json")
+            .body(value.to_string())
+            .build(),
+    )
 }
 
 /// `{"error":{"code","message","field"?}}` with the error's status.
 pub fn error(error: &ApiError) -> Response {
-    Response::builder()
-        .status(error.status)
-        .header("content-type", "application/json")
-        .body(error.to_json_body())
-        .build()
+    crate::cors::apply(
+        Response::builder()
+            .status(error.status)
+            .header("content-type", "application/json")
+            .body(error.to_json_body())
+            .build(),
+    )
 }
 
 /// A storage failure as a client sees it ([`ApiError::from_store`]: the stable code, a fixed

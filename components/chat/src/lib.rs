@@ -30,6 +30,10 @@ use session::Conversation;
 #[http_component]
 async fn handle(request: IncomingRequest, out: ResponseOutparam) {
     adapters::log::set_request_id(header(&request, "x-request-id").as_deref());
+    adapters::cors::remember_origin(header(&request, "origin").as_deref());
+    if request.method() == Method::Options {
+        return reply::preflight(out).await;
+    }
     let prepared = match prepare(request).await {
         Ok(prepared) => prepared,
         Err(error) => return reply::error(out, &error).await,

@@ -8,10 +8,14 @@ use rag_core::error::ApiError;
 use spin_sdk::http::{Fields, OutgoingResponse, ResponseOutparam};
 use wasi::io::streams::StreamError;
 
+/// A response with `headers` and this request's CORS headers.
 fn response(status: u16, headers: &[(&str, &str)]) -> OutgoingResponse {
+    let cors = adapters::cors::headers(false);
     let entries: Vec<(String, Vec<u8>)> = headers
         .iter()
-        .map(|(name, value)| ((*name).to_owned(), value.as_bytes().to_vec()))
+        .copied()
+        .chain(cors.iter().map(|(name, value)| (*name, value.as_str())))
+        .map(|(name, value)| (name.to_owned(), value.as_bytes().to_vec()))
         .collect();
     let fields = Fields::from_list(&entries).expect("static header names and values are valid");
     let response = OutgoingResponse::new(fields);
@@ -40,6 +44,21 @@ pub async fn error(out: ResponseOutparam, error: &ApiError) {
         return;
     }
     json(out, error.status, error.to_json_body()).await;
+}
+
+/// The answer to `OPTIONS` (a CORS preflight).
+pub async fn preflight(out: ResponseOutparam) {
+    let answer = adapters::cors::preflight();
+    let entries: Vec<(String, Vec<u8>)> = answer
+        .headers()
+        .map(|(name, value)| (name.to_owned(), value.as_bytes().to_vec()))
+        .collect();
+    let fields = Fields::from_list(&entries).expect("header names and values are valid");
+    let response = OutgoingResponse::new(fields);
+    response
+        .set_status_code(*answer.status())
+        .expect("a status code from 100 to 599");
+    let _ = out.set_with_body(response, Vec::new()).await;
 }
 
 type BodySink = Pin<Box<dyn Sink<Vec<u8>, Error = StreamError>>>;

@@ -6,6 +6,7 @@
 pub mod chat;
 pub mod citations;
 pub mod config;
+pub mod cors;
 #[cfg(feature = "docs")]
 pub mod docs;
 pub mod embedded_index;

@@ -25,6 +25,10 @@ async fn handle(request: Request) -> impl IntoResponse {
             .header("x-request-id")
             .and_then(|value| value.as_str()),
     );
+    adapters::cors::remember_origin(request.header("origin").and_then(|value| value.as_str()));
+    if *request.method() == spin_sdk::http::Method::Options {
+        return adapters::cors::preflight();
+    }
     let path = request.path().trim_end_matches('/');
     let service = variables::get("service_name").unwrap_or_else(|_| "ai-book-rag".into());
     if *request.method() != spin_sdk::http::Method::Get {

@@ -33,6 +33,10 @@ fn handle(request: Request) -> Response {
             .header("x-request-id")
             .and_then(|value| value.as_str()),
     );
+    adapters::cors::remember_origin(request.header("origin").and_then(|value| value.as_str()));
+    if *request.method() == Method::Options {
+        return adapters::cors::preflight();
+    }
     serve(&request).unwrap_or_else(|error| respond::error(&error))
 }
 
@@ -265,7 +269,7 @@ fn session_not_found() -> StoreError {
 }
 
 fn no_content() -> Response {
-    Response::builder().status(204).body(Vec::new()).build()
+    adapters::cors::apply(Response::builder().status(204).body(Vec::new()).build())
 }
 
 fn page_json(page: &SessionPage) -> Result<Value, StoreError> {
