@@ -1277,3 +1277,30 @@ async fn chat_answers_cors_preflights_and_marks_every_answer() {
         Some("http://localhost:3000")
     );
 }
+
+/// Routine guest lines are logged at INFO and failures at WARN, each with its request id.
+#[tokio::test(flavor = "multi_thread")]
+async fn routine_lines_are_info_and_failures_warn() {
+    support::logs::capture();
+    let (server, doubles) = start_with_doubles(&[]).await;
+    let (status, body) =
+        post_chat_as(&server, "level-routine", json!({"query": ZMP_QUESTION})).await;
+    assert_eq!(status, 200, "{body}");
+    let routine = logged_for("level-routine");
+    let plan_line = routine
+        .lines()
+        .find(|line| line.contains("plan generate"))
+        .unwrap_or_else(|| panic!("no plan line: {routine}"));
+    assert!(plan_line.contains(" INFO "), "{plan_line}");
+    assert!(!routine.contains(" WARN "), "{routine}");
+
+    doubles.push_faults(Endpoint::OpenAiChat, Fault::server_error(), 3);
+    let (status, _) = post_chat_as(&server, "level-failure", json!({"query": ZMP_QUESTION})).await;
+    assert_eq!(status, 503);
+    let failure = logged_for("level-failure");
+    let failed_line = failure
+        .lines()
+        .find(|line| line.contains("generation failed"))
+        .unwrap_or_else(|| panic!("no failure line: {failure}"));
+    assert!(failed_line.contains(" WARN "), "{failed_line}");
+}

@@ -29,7 +29,10 @@ fn response(status: u16, headers: &[(&str, &str)]) -> OutgoingResponse {
 pub async fn json(out: ResponseOutparam, status: u16, body: Vec<u8>) {
     let response = response(status, &[("content-type", "application/json")]);
     if let Err(error) = out.set_with_body(response, body).await {
-        eprintln!("chat: could not write the response: {error:?}");
+        adapters::log::failure(
+            "chat",
+            format_args!("could not write the response: {error:?}"),
+        );
     }
 }
 

@@ -111,7 +111,10 @@ async fn nearest(
             // Fused scores are ranks, not similarities: the threshold was applied inside.
             HybridHits::Hits(hits) => return Ok(hits),
             HybridHits::DenseOnlyCollection => {
-                eprintln!("chat: the collection has no keyword vectors; dense-only retrieval (re-ingest to upgrade)")
+                adapters::log::failure(
+                    "chat",
+                    "the collection has no keyword vectors; dense-only retrieval (re-ingest to upgrade)",
+                )
             }
         }
     }
