@@ -815,13 +815,23 @@ async fn refused_keys_are_upstream_auth_failed_and_the_log_names_the_setting() {
     assert_eq!(doubles.calls(Endpoint::CohereEmbed), 1, "not retried");
 
     doubles.push_fault(Endpoint::OpenAiChat, refusal(403));
-    let streamed = post_chat_streamed(
+    let (status, body) = post_chat_as(
         &server,
+        "auth-llm-stream",
         json!({"query": ZMP_QUESTION, "stream": true}),
-        None,
     )
     .await;
-    assert_eq!(streamed.status, 502);
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (502, &json!("upstream_auth_failed")),
+        "{body}"
+    );
+    // What the model's server said, read from the refused stream's body, reaches the log.
+    let log = logged_for("auth-llm-stream");
+    assert!(
+        log.contains("check OPENAI_API_KEY: fault injected by the test"),
+        "{log}"
+    );
     doubles.push_fault(Endpoint::OpenAiChat, refusal(401));
     let (status, body) = post_chat_as(&server, "auth-llm", json!({"query": ZMP_QUESTION})).await;
     assert_eq!(

@@ -65,7 +65,14 @@ pub async fn open_stream(
             Some(Ok(response)) => response,
         };
         match status_failure(&response) {
-            Some(error) => Err(error),
+            Some(error) => {
+                // An error body is short; what the model's server said goes to the log.
+                let body = timer::timeout(limit, response.into_body()).await;
+                match body {
+                    Some(Ok(body)) => Err(error.with_reason_from(&body)),
+                    _ => Err(error),
+                }
+            }
             None => Ok(response),
         }
     })
