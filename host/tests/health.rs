@@ -243,4 +243,8 @@ async fn qdrant_readiness_checks_the_key_and_the_collection() {
     let (_, qdrant) = qdrant_check(Some("qk-right-key")).await;
     assert_eq!(qdrant["status"], "up", "{qdrant}");
     assert!(qdrant.get("detail").is_none(), "{qdrant}");
+    let framing = doubles
+        .last_framing(upstream_doubles::Endpoint::QdrantCollectionInfo)
+        .unwrap();
+    assert!(!framing.chunked, "a bodyless probe sent chunked: {framing:?}");
 }
