@@ -246,5 +246,8 @@ async fn qdrant_readiness_checks_the_key_and_the_collection() {
     let framing = doubles
         .last_framing(upstream_doubles::Endpoint::QdrantCollectionInfo)
         .unwrap();
-    assert!(!framing.chunked, "a bodyless probe sent chunked: {framing:?}");
+    assert!(
+        !framing.chunked,
+        "a bodyless probe sent chunked: {framing:?}"
+    );
 }
