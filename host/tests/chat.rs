@@ -5,7 +5,6 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use rag_core::docs::SiteConfig;
 use rag_core::extractive::{EXTRACTIVE_LABEL, REFUSAL};
 use rag_core::retrieval::Passage;
 use rag_core::sse::{SseEvent, SseParser};
@@ -927,30 +926,9 @@ async fn invalid_requests_are_400s_naming_the_field() {
     assert_eq!(response.headers()["allow"], "POST");
 }
 
-const BOOK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../book/docs");
-
-/// A data folder whose embedded index holds the sample book, written by the real ingester.
-async fn data_dir_with_book_index() -> tempfile::TempDir {
-    let data_dir = tempfile::tempdir().unwrap();
-    let mut options = host::ingest::Options::new(BOOK, data_dir.path());
-    options.target = host::ingest::Target::Sqlite;
-    options.site = SiteConfig {
-        site_url: "https://example.github.io".to_owned(),
-        base_url: "/physical-ai-book/".to_owned(),
-        ..SiteConfig::default()
-    };
-    let settings = rag_core::config::Settings::from_lookup(|_| None).unwrap();
-    let report = host::ingest::ingest(&options, &settings).await.unwrap();
-    assert!(
-        report.summary.chunks > 0,
-        "sample book missing under {BOOK}"
-    );
-    data_dir
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn keyless_mode_answers_extractively_from_the_sample_book() {
-    let server = start_with(&[], Some(data_dir_with_book_index().await), &[]).await;
+    let server = start_with(&[], Some(support::data_dir_with_book_index().await), &[]).await;
     let (status, body) = post_chat(&server, json!({"query": "What does ZMP stand for?"})).await;
     assert_eq!(status, 200, "{body}");
     let session = body["session_id"].as_str().unwrap().to_owned();
@@ -1016,7 +994,7 @@ async fn concurrent_chats_on_one_session_lose_nothing_and_keep_order() {
     const CHATS: usize = 100;
     let server = start_with(
         &[],
-        Some(data_dir_with_book_index().await),
+        Some(support::data_dir_with_book_index().await),
         &[
             "--max-concurrent-requests",
             "128",

@@ -4,26 +4,14 @@
 mod support;
 
 use host::eval::{evaluate, parse_questions, shortfalls, summarise};
-use rag_core::docs::SiteConfig;
 use support::{start, Options, Server};
 
-const BOOK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../book/docs");
 const QUESTIONS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../eval/book.jsonl");
 
 async fn book_server(variables: &[(&str, &str)]) -> Server {
-    let data_dir = tempfile::tempdir().unwrap();
-    let mut options = host::ingest::Options::new(BOOK, data_dir.path());
-    options.target = host::ingest::Target::Sqlite;
-    options.site = SiteConfig {
-        site_url: "https://example.github.io".to_owned(),
-        base_url: "/physical-ai-book/".to_owned(),
-        ..SiteConfig::default()
-    };
-    let settings = rag_core::config::Settings::from_lookup(|_| None).unwrap();
-    host::ingest::ingest(&options, &settings).await.unwrap();
     start(Options {
         variables,
-        data_dir: Some(data_dir),
+        data_dir: Some(support::data_dir_with_book_index().await),
         ..Options::default()
     })
     .await

@@ -148,16 +148,9 @@ pub fn stream_pieces(answer: &str) -> Vec<&str> {
     answer.split_inclusive('\n').collect()
 }
 
-/// A new session id: 32 lower-case hex digits from 16 random bytes (valid under
-/// [`crate::store::valid_session_id`]).
-pub fn new_session_id(random: [u8; 16]) -> String {
-    random.iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::valid_session_id;
 
     fn request(json: serde_json::Value) -> ChatRequest {
         ChatRequest::from_json(json.to_string().as_bytes()).unwrap()
@@ -330,13 +323,5 @@ mod tests {
         assert_eq!(value[0]["n"], 1);
         assert_eq!(value[0]["url"], "https://b/docs/a");
         assert_eq!(sources_json(&[]), "[]");
-    }
-
-    #[test]
-    fn session_ids_are_valid_and_distinct() {
-        let a = new_session_id([0xab; 16]);
-        assert_eq!(a, "ab".repeat(16));
-        assert!(valid_session_id(&a));
-        assert_ne!(a, new_session_id([0; 16]));
     }
 }

@@ -133,3 +133,25 @@ pub async fn start(options: Options<'_>) -> Server {
         task,
     }
 }
+
+const BOOK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../book/docs");
+
+/// A data folder whose embedded index holds the sample book, written by the real ingester as
+/// it is published under a `baseUrl` (`https://example.github.io/physical-ai-book/`).
+pub async fn data_dir_with_book_index() -> tempfile::TempDir {
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut options = host::ingest::Options::new(BOOK, data_dir.path());
+    options.target = host::ingest::Target::Sqlite;
+    options.site = rag_core::docs::SiteConfig {
+        site_url: "https://example.github.io".to_owned(),
+        base_url: "/physical-ai-book/".to_owned(),
+        ..rag_core::docs::SiteConfig::default()
+    };
+    let settings = rag_core::config::Settings::from_lookup(|_| None).unwrap();
+    let report = host::ingest::ingest(&options, &settings).await.unwrap();
+    assert!(
+        report.summary.chunks > 0,
+        "sample book missing under {BOOK}"
+    );
+    data_dir
+}
