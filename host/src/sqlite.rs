@@ -2,6 +2,14 @@
 //! lists in `sqlite_databases`; each is the file `DATA_DIR/<name>.db`, in WAL mode with a busy
 //! timeout so concurrent requests wait for each other instead of failing. Under `spin up`,
 //! Spin's own default database plays the same part.
+//!
+//! The WAL file is kept bounded. SQLite's automatic checkpoint is passive: it copies only the
+//! frames no open reader still needs and never restarts the log while any reader holds a
+//! snapshot in it, so with overlapping reads (every busy server) the WAL grows without end.
+//! Here the connection that finishes a statement outside a transaction and finds the WAL past
+//! [`WAL_CHECKPOINT_BYTES`] runs `wal_checkpoint(TRUNCATE)`: it holds the write lock (so the log
+//! stops growing), waits for the readers of older snapshots to finish (new readers then read
+//! the database file and do not hold it up) and cuts the file to zero.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -14,6 +22,15 @@ use crate::bindings::spin::sqlite::sqlite::{self, Error, QueryResult, RowResult,
 use crate::state::RequestState;
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// WAL size past which a finished statement checkpoints and truncates the log.
+pub const WAL_CHECKPOINT_BYTES: u64 = 8 * 1024 * 1024;
+
+/// How long a checkpoint waits for the write lock and for readers of older snapshots.
+const CHECKPOINT_BUSY_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// What SQLite leaves of a WAL file it restarts after its own checkpoints (`journal_size_limit`).
+const JOURNAL_SIZE_LIMIT_BYTES: u64 = WAL_CHECKPOINT_BYTES;
 
 #[derive(Clone, Debug)]
 pub struct Sqlite {
@@ -46,12 +63,45 @@ pub fn open_file(path: &Path) -> rusqlite::Result<rusqlite::Connection> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT_BYTES as i64)?;
+    // Passive checkpoints cannot restart the log under overlapping readers, and while one runs
+    // it holds the checkpoint lock, so the truncating checkpoint of `bound_wal` gives up at once.
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     Ok(conn)
+}
+
+/// The WAL file next to a database file.
+pub fn wal_path(database: &Path) -> PathBuf {
+    let mut name = database.as_os_str().to_owned();
+    name.push("-wal");
+    PathBuf::from(name)
+}
+
+/// Checkpoints and truncates the WAL when it has grown past [`WAL_CHECKPOINT_BYTES`]; called
+/// after every statement. Inside a transaction a checkpoint cannot run, so it waits for the
+/// statement that ends it.
+pub fn bound_wal(conn: &rusqlite::Connection, wal: &Path) -> rusqlite::Result<()> {
+    if !conn.is_autocommit() {
+        return Ok(());
+    }
+    let Ok(metadata) = std::fs::metadata(wal) else {
+        return Ok(());
+    };
+    if metadata.len() <= WAL_CHECKPOINT_BYTES {
+        return Ok(());
+    }
+    // A short wait: a checkpoint that cannot finish soon gives way (its row says busy) and the
+    // next statement tries again, instead of holding the write lock for the full busy timeout.
+    conn.busy_timeout(CHECKPOINT_BUSY_TIMEOUT)?;
+    let checkpoint = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    checkpoint
 }
 
 /// The `connection` resource: one SQLite connection for the component's lifetime.
 pub struct Connection {
     conn: Arc<Mutex<rusqlite::Connection>>,
+    wal: Arc<PathBuf>,
 }
 
 fn valid_label(name: &str) -> bool {
@@ -122,11 +172,13 @@ impl sqlite::HostConnection for RequestState {
             return Ok(Err(Error::AccessDenied));
         }
         let path = self.services.sqlite.path_of(&database);
+        let wal = Arc::new(wal_path(&path));
         let opened = tokio::task::spawn_blocking(move || open_file(&path)).await?;
         match opened {
             Ok(conn) => {
                 let resource = self.table.push(Connection {
                     conn: Arc::new(Mutex::new(conn)),
+                    wal,
                 })?;
                 Ok(Ok(resource))
             }
@@ -143,10 +195,15 @@ impl sqlite::HostConnection for RequestState {
         statement: String,
         parameters: Vec<Value>,
     ) -> wasmtime::Result<Result<QueryResult, Error>> {
-        let conn = self.table.get(&connection)?.conn.clone();
+        let opened = self.table.get(&connection)?;
+        let (conn, wal) = (opened.conn.clone(), opened.wal.clone());
         let result = tokio::task::spawn_blocking(move || {
             let conn = conn.lock().map_err(|_| Error::InvalidConnection)?;
-            run(&conn, &statement, parameters)
+            let result = run(&conn, &statement, parameters);
+            if let Err(err) = bound_wal(&conn, &wal) {
+                tracing::warn!(wal = %wal.display(), "WAL checkpoint failed: {err}");
+            }
+            result
         })
         .await?;
         Ok(result)
