@@ -331,25 +331,53 @@ async fn json_answer_cites_the_retrieved_passages() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rerank_reorders_candidates_when_a_model_is_configured() {
+    // A question on which the double's reranker (word overlap) and the search (fused vector
+    // and keyword ranks) disagree about the second passage.
+    const QUESTION: &str = "How do inverse kinematics joint angles and topics work?";
     let (server, doubles) = start_with_doubles(&[
         ("cohere_rerank_model", "rerank-v3.5"),
         ("vector_min_similarity", "0"),
         ("rerank_min_relevance", "0"),
     ])
     .await;
-    let (status, body) = post_chat(&server, json!({"query": ZMP_QUESTION, "top_k": 2})).await;
+    let (status, body) = post_chat(&server, json!({"query": QUESTION, "top_k": 2})).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(doubles.calls(Endpoint::CohereRerank), 1);
     let rerank = doubles.last_request(Endpoint::CohereRerank).unwrap();
-    assert_eq!(rerank["query"], ZMP_QUESTION);
+    assert_eq!(rerank["query"], QUESTION);
     assert!(
         rerank["documents"].as_array().unwrap().len() > 2,
         "more candidates than top_k: {rerank}"
     );
     assert_eq!(rerank["top_n"], 2);
-    let sources = body["sources"].as_array().unwrap();
-    assert!(sources.len() <= 2);
-    assert_eq!(sources[0]["heading"], "Zero moment point");
+    // The documents go in the search's order; each starts with "title — heading".
+    let documents: Vec<String> = serde_json::from_value(rerank["documents"].clone()).unwrap();
+    let reranked: Vec<usize> = Doubles::rerank_order(QUESTION, &documents)
+        .into_iter()
+        .take(2)
+        .collect();
+    assert_ne!(
+        reranked,
+        [0, 1],
+        "the reranker disagrees with the search here"
+    );
+    let chosen: Vec<&str> = reranked
+        .iter()
+        .map(|&i| documents[i].lines().next().unwrap())
+        .collect();
+    let cited: Vec<String> = body["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            format!(
+                "{} — {}",
+                s["title"].as_str().unwrap(),
+                s["heading"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(cited, chosen, "sources follow the reranker's order");
 }
 
 /// Every request body a component sends is whole before it leaves, so it goes with its

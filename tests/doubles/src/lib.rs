@@ -7,7 +7,9 @@
 //! `../shared/contracts`). Embeddings are deterministic: hashed bag-of-words vectors of
 //! [`EMBED_DIMS`] dimensions, normalised, so texts sharing words are close. The language model
 //! answers from the first numbered context block (`[1] ...`) of the prompt and cites `[1]`,
-//! so a test can see that the context reached it. Faults can be queued per endpoint.
+//! so a test can see that the context reached it. The reranker scores by word overlap
+//! ([`Doubles::rerank_order`]), a different measure from the search's, so a test can see
+//! whether the reranker's order was applied. Faults can be queued per endpoint.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -278,6 +280,12 @@ impl Doubles {
             .map_or(Vec::new(), |c| c.indexes.clone())
     }
 
+    /// The order (indexes into `documents`, best first) the rerank double returns for
+    /// `query`, before `top_n` cuts it.
+    pub fn rerank_order(query: &str, documents: &[String]) -> Vec<usize> {
+        rerank_order(query, documents)
+    }
+
     /// The embedding the embed double returns for `text`.
     pub fn embed(text: &str) -> Vec<f32> {
         embed(text)
@@ -330,6 +338,37 @@ fn embed(text: &str) -> Vec<f32> {
         vector.iter_mut().for_each(|x| *x /= norm);
     }
     vector
+}
+
+/// The rerank double's relevance of `document` to `query`: the Jaccard overlap of their
+/// distinct lowercase words (shared words / all words). It is deliberately not the search's
+/// measure (cosine of hashed word counts, fused with keyword ranks): it ignores repeats and
+/// punishes long documents harder, so a reranked order can be told from the search order.
+fn rerank_relevance(query: &str, document: &str) -> f32 {
+    let words = |text: &str| -> std::collections::BTreeSet<String> {
+        text.split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .map(str::to_lowercase)
+            .collect()
+    };
+    let (query, document) = (words(query), words(document));
+    let union = query.union(&document).count();
+    if union == 0 {
+        return 0.0;
+    }
+    query.intersection(&document).count() as f32 / union as f32
+}
+
+/// Indexes of `documents` from most to least relevant by [`rerank_relevance`]; equal scores
+/// go in reverse of the order sent, so ties too differ from the order the caller sent.
+fn rerank_order(query: &str, documents: &[String]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..documents.len()).collect();
+    order.sort_by(|&a, &b| {
+        rerank_relevance(query, &documents[b])
+            .total_cmp(&rerank_relevance(query, &documents[a]))
+            .then(b.cmp(&a))
+    });
+    order
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f32 {
@@ -504,13 +543,11 @@ async fn cohere_rerank(State(shared): State<Shared>, headers: HeaderMap, body: B
             "query and documents (strings) are required",
         );
     };
-    let query_vector = embed(query);
-    let mut results: Vec<(usize, f32)> = documents
-        .iter()
-        .enumerate()
-        .map(|(i, doc)| (i, cosine(&query_vector, &embed(doc)).clamp(0.0, 1.0)))
+    let results = rerank_order(query, &documents);
+    let mut results: Vec<(usize, f32)> = results
+        .into_iter()
+        .map(|index| (index, rerank_relevance(query, &documents[index])))
         .collect();
-    results.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     let top_n = request["top_n"]
         .as_u64()
         .map_or(results.len(), |n| n as usize);
