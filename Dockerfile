@@ -45,25 +45,27 @@ COPY components/adapters/Cargo.toml components/adapters/
 COPY components/chat/Cargo.toml components/chat/
 COPY components/session/Cargo.toml components/session/
 COPY components/health/Cargo.toml components/health/
+COPY components/openapi/Cargo.toml components/openapi/
 COPY host/Cargo.toml host/
 COPY tests/guest/Cargo.toml tests/guest/
 COPY tests/doubles/Cargo.toml tests/doubles/
 RUN for crate in components/core components/adapters components/chat components/session \
-                 components/health host tests/guest tests/doubles; do \
+                 components/health components/openapi host tests/guest tests/doubles; do \
         mkdir -p "$crate/src" && touch "$crate/src/lib.rs"; \
     done \
     && echo 'fn main() {}' > host/src/main.rs \
     && cargo fetch --locked \
-    && cargo build --locked --release --target wasm32-wasip2 -p health -p chat -p session \
+    && cargo build --locked --release --target wasm32-wasip2 -p health -p chat -p session -p openapi \
     && cargo build --locked --profile dist -p host
 
 # The sources. Their copies keep the build context's timestamps, which can be older than the
 # stub build above: touch them so cargo rebuilds the workspace's crates.
 COPY wit wit
+COPY openapi.json openapi.json
 COPY components components
 COPY host host
 RUN find components host -name '*.rs' -exec touch {} + \
-    && cargo build --locked --release --target wasm32-wasip2 -p health -p chat -p session \
+    && cargo build --locked --release --target wasm32-wasip2 -p health -p chat -p session -p openapi \
     && cargo build --locked --profile dist -p host
 
 # The runtime's tree, assembled here so that the runtime stage needs no shell.
@@ -71,7 +73,8 @@ COPY spin.toml /app/spin.toml
 COPY book/docs /app/book/docs
 RUN mkdir -p /app/target/wasm32-wasip2/release /app/.data /app/cache /home/user \
     && cp target/wasm32-wasip2/release/health.wasm target/wasm32-wasip2/release/chat.wasm \
-          target/wasm32-wasip2/release/session.wasm /app/target/wasm32-wasip2/release/ \
+          target/wasm32-wasip2/release/session.wasm target/wasm32-wasip2/release/openapi.wasm \
+          /app/target/wasm32-wasip2/release/ \
     && install -m 0755 target/dist/host /usr/local/bin/host
 
 # Ahead-of-time compilation into the cache the server reads at start. The cache key includes

@@ -24,7 +24,7 @@ pub fn wasm(name: &str) -> PathBuf {
     let path = workspace().join(format!("target/wasm32-wasip2/release/{name}.wasm"));
     assert!(
         path.exists(),
-        "{} is missing: build the components first (cargo build --target wasm32-wasip2 --release -p health -p chat -p session -p test-guest)",
+        "{} is missing: build the components first (cargo build --target wasm32-wasip2 --release -p health -p chat -p session -p openapi -p test-guest)",
         path.display()
     );
     path
