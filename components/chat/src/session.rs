@@ -9,9 +9,11 @@ use rag_core::config::Settings;
 use rag_core::error::ApiError;
 use rag_core::store::{self, MessageStatus, Role, SessionStore, StoreError, Turn};
 
-/// A session opened for one question, with the user's turn already stored.
+/// A session opened for one question, with the user's turn already stored. Each write takes
+/// a database connection only for itself: a streamed answer can take minutes, and a
+/// PostgreSQL connection held that long would leave later chats waiting on an empty pool.
 pub struct Conversation {
-    db: Db,
+    database_url: Option<String>,
     pub session_id: String,
     /// Earlier complete turns within the history budget, oldest first (this question excluded).
     pub history: Vec<Turn>,
@@ -61,11 +63,15 @@ impl Conversation {
             )
             .map_err(store_failure)?;
         Ok(Self {
-            db,
+            database_url: settings.database_url.clone(),
             session_id,
             history,
             unclaimed: Cell::new(unclaimed),
         })
+    }
+
+    fn connect(&self) -> Result<Db, StoreError> {
+        Db::open(self.database_url.as_deref())
     }
 
     /// Stores an answer; returns its message id.
@@ -75,7 +81,8 @@ impl Conversation {
         sources_json: &str,
         status: MessageStatus,
     ) -> Result<i64, ApiError> {
-        SessionStore::new(&self.db)
+        let db = self.connect().map_err(store_failure)?;
+        SessionStore::new(&db)
             .append_message(
                 &self.session_id,
                 Role::Assistant,
@@ -99,9 +106,9 @@ impl Conversation {
         sources_json: &str,
         status: MessageStatus,
     ) {
-        if let Err(error) =
-            SessionStore::new(&self.db).update_message(message_id, answer, sources_json, status)
-        {
+        if let Err(error) = self.connect().and_then(|db| {
+            SessionStore::new(&db).update_message(message_id, answer, sources_json, status)
+        }) {
             adapters::log::failure(
                 "chat",
                 format!("could not save message {message_id}: {error}"),
@@ -113,7 +120,10 @@ impl Conversation {
 impl Drop for Conversation {
     fn drop(&mut self) {
         if self.unclaimed.get() {
-            if let Err(error) = SessionStore::new(&self.db).delete_session(&self.session_id) {
+            let deleted = self
+                .connect()
+                .and_then(|db| SessionStore::new(&db).delete_session(&self.session_id));
+            if let Err(error) = deleted {
                 adapters::log::failure(
                     "chat",
                     format_args!("could not delete a new session left without an answer: {error}"),

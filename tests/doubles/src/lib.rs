@@ -22,6 +22,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::Router;
+use http_body_util::{BodyExt, Full};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
@@ -81,6 +82,9 @@ pub enum Fault {
     MalformedBody,
     /// Chat streams only: send the first deltas, then end without `data: [DONE]`.
     CutStream,
+    /// Chat streams only: send the first deltas, then keep the response open without sending
+    /// more, as a model that stops mid-answer; the call ends only when the client goes away.
+    StallStream,
 }
 
 impl Fault {
@@ -413,8 +417,16 @@ fn qdrant_ok(result: Value) -> Response {
 }
 
 /// What a handler should do after the call has been counted.
+/// How a streamed chat answer ends.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum StreamEnd {
+    Finish,
+    Cut,
+    Stall,
+}
+
 enum Start {
-    Proceed { body: Value, cut_stream: bool },
+    Proceed { body: Value, stream_end: StreamEnd },
     Respond(Response),
 }
 
@@ -440,7 +452,7 @@ async fn begin(shared: &Shared, endpoint: Endpoint, headers: &HeaderMap, body: &
             .get_mut(&endpoint)
             .and_then(VecDeque::pop_front)
     };
-    let mut cut_stream = false;
+    let mut stream_end = StreamEnd::Finish;
     match fault {
         Some(Fault::Status {
             status,
@@ -465,11 +477,12 @@ async fn begin(shared: &Shared, endpoint: Endpoint, headers: &HeaderMap, body: &
                     .into_response(),
             )
         }
-        Some(Fault::CutStream) => cut_stream = true,
+        Some(Fault::CutStream) => stream_end = StreamEnd::Cut,
+        Some(Fault::StallStream) => stream_end = StreamEnd::Stall,
         None => {}
     }
     match parsed {
-        Ok(body) => Start::Proceed { body, cut_stream },
+        Ok(body) => Start::Proceed { body, stream_end },
         Err(error) => Start::Respond(error_response(
             endpoint.api(),
             400,
@@ -481,7 +494,7 @@ async fn begin(shared: &Shared, endpoint: Endpoint, headers: &HeaderMap, body: &
 macro_rules! begin_or_return {
     ($shared:expr, $endpoint:expr, $headers:expr, $body:expr) => {
         match begin(&$shared, $endpoint, &$headers, &$body).await {
-            Start::Proceed { body, cut_stream } => (body, cut_stream),
+            Start::Proceed { body, stream_end } => (body, stream_end),
             Start::Respond(response) => return response,
         }
     };
@@ -589,7 +602,7 @@ fn derive_answer(messages: &[Value]) -> String {
 }
 
 async fn openai_chat(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
-    let (request, cut_stream) = begin_or_return!(shared, Endpoint::OpenAiChat, headers, body);
+    let (request, stream_end) = begin_or_return!(shared, Endpoint::OpenAiChat, headers, body);
     if !has_bearer(&headers) {
         return error_response(Api::OpenAi, 401, "You didn't provide an API key.");
     }
@@ -664,21 +677,33 @@ async fn openai_chat(State(shared): State<Shared>, headers: HeaderMap, body: Byt
             "choices": [], "usage": usage,
         }));
     }
-    if cut_stream {
+    if stream_end != StreamEnd::Finish {
         events.truncate(3.min(events.len()));
     }
     let mut sse = String::new();
     for event in &events {
         sse.push_str(&format!("data: {event}\n\n"));
     }
-    if !cut_stream {
+    if stream_end == StreamEnd::Finish {
         sse.push_str("data: [DONE]\n\n");
     }
+    let body = match stream_end {
+        // Trailers that never come hold the response open after the sent events; as a
+        // stream it goes out chunked, so the client cannot tell the body is over.
+        StreamEnd::Stall => Body::from_stream(
+            Full::new(Bytes::from(sse))
+                .with_trailers(std::future::pending::<
+                    Option<Result<HeaderMap, std::convert::Infallible>>,
+                >())
+                .into_data_stream(),
+        ),
+        StreamEnd::Finish | StreamEnd::Cut => Body::from(sse),
+    };
     Response::builder()
         .status(200)
         .header(header::CONTENT_TYPE, "text/event-stream")
         .header(header::CACHE_CONTROL, "no-cache")
-        .body(Body::from(sse))
+        .body(body)
         .expect("valid response")
 }
 

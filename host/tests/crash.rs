@@ -1,0 +1,367 @@
+//! `kill -9` of the real runner binary while 50 streamed chats are mid-answer, then a restart on
+//! the same data: every acknowledged user turn is stored, every answer left behind is marked
+//! incomplete, the stores are intact, and the restarted server serves. Once on the embedded
+//! SQLite file, once with sessions on a real PostgreSQL (skipped, with the reason printed, when
+//! none answers on 127.0.0.1:5432, unless `TEST_REQUIRE_POSTGRES` is set).
+//!
+//! The model double streams the first words of each answer and then holds the response open, so
+//! every chat is mid-stream when the runner dies.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rag_core::sse::SseParser;
+use serde_json::{json, Value};
+use upstream_doubles::{Doubles, Endpoint, Fault};
+
+const CHATS: usize = 50;
+const QUESTION: &str = "Which ROS 2 command lists topics?";
+const PG_ADDRESS: &str = "127.0.0.1:5432";
+const PG_DATABASE: &str = "test";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The runner binary serving the project's own manifest, its log in a file (an unread pipe
+/// would fill up and stall it).
+struct Runner {
+    child: Child,
+    base: String,
+    log: PathBuf,
+}
+
+impl Runner {
+    async fn start(data_dir: &Path, variables: &[(&str, String)]) -> Runner {
+        let port = free_port();
+        let log = data_dir.join(format!("runner-{port}.log"));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_host"));
+        command
+            .arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("SPIN_MANIFEST", support::workspace().join("spin.toml"))
+            .env("PORT", port.to_string())
+            .env("BIND_ADDR", "127.0.0.1")
+            .env("DATA_DIR", data_dir)
+            .env(
+                "COMPILE_CACHE_DIR",
+                support::workspace().join("target/test-compile-cache"),
+            )
+            .env("MAX_CONCURRENT_REQUESTS", "256")
+            .env("RATE_LIMIT_PER_MINUTE", "0")
+            .env("CHAT_RATE_LIMIT_PER_MINUTE", "0")
+            .env("SESSION_WRITE_RATE_LIMIT_PER_MINUTE", "0")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        for (name, value) in variables {
+            command.env(
+                format!("SPIN_VARIABLE_{}", name.to_ascii_uppercase()),
+                value,
+            );
+        }
+        let mut runner = Runner {
+            child: command.spawn().unwrap(),
+            base: format!("http://127.0.0.1:{port}"),
+            log,
+        };
+        runner.wait_ready().await;
+        runner
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < deadline {
+            if let Ok(response) = reqwest::get(self.url("/health")).await {
+                if response.status() == 200 {
+                    return;
+                }
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("the runner exited with {status}: {}", self.log_text());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the runner did not become ready: {}", self.log_text());
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL: no shutdown code runs, nothing is flushed or checkpointed.
+    fn kill_9(&mut self) {
+        self.child.kill().unwrap();
+        let status = self.child.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(9),
+            "{status}"
+        );
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A chat whose `sources` event has arrived, i.e. whose user turn the server acknowledged. The
+/// response is kept so the connection stays open until the runner dies.
+struct Acknowledged {
+    session_id: String,
+    _open: reqwest::Response,
+}
+
+/// Posts a streamed chat without a session id and reads until the first event.
+async fn chat_until_acknowledged(client: reqwest::Client, base: String) -> Acknowledged {
+    let mut response = client
+        .post(format!("{base}/chat"))
+        .json(&json!({"query": QUESTION, "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        200,
+        "{}",
+        response.text().await.unwrap_or_default()
+    );
+    let mut parser = SseParser::new();
+    loop {
+        let chunk = response
+            .chunk()
+            .await
+            .unwrap()
+            .expect("the stream ended before its first event");
+        if let Some(event) = parser.feed(&chunk).into_iter().next() {
+            assert_eq!(event.event.as_deref(), Some("sources"), "{}", event.data);
+            let data: Value = serde_json::from_str(&event.data).unwrap();
+            return Acknowledged {
+                session_id: data["session_id"].as_str().unwrap().to_owned(),
+                _open: response,
+            };
+        }
+    }
+}
+
+/// Figures from one crash: how many chats were acknowledged, and how many answers were left
+/// behind (all incomplete).
+struct CrashFigures {
+    acknowledged: usize,
+    incomplete_answers: usize,
+}
+
+/// Runs the whole scenario; `database_url` puts sessions on PostgreSQL, else on SQLite.
+async fn crash_mid_stream(database_url: Option<String>) -> CrashFigures {
+    let doubles = Doubles::start().await;
+    doubles.push_faults(Endpoint::OpenAiChat, Fault::StallStream, CHATS);
+    let data_dir = support::data_dir_with_book_index().await;
+    let mut variables = vec![
+        ("openai_api_key", "test-openai-key".to_owned()),
+        ("openai_base_url", doubles.openai_base_url()),
+        ("upstream_timeout_ms", "60000".to_owned()),
+    ];
+    if let Some(url) = database_url {
+        variables.push(("database_url", url));
+    }
+
+    let mut runner = Runner::start(data_dir.path(), &variables).await;
+    let client = reqwest::Client::new();
+    let chats: Vec<_> = (0..CHATS)
+        .map(|_| tokio::spawn(chat_until_acknowledged(client.clone(), runner.base.clone())))
+        .collect();
+    let mut acknowledged = Vec::new();
+    for chat in chats {
+        acknowledged.push(
+            tokio::time::timeout(Duration::from_secs(120), chat)
+                .await
+                .expect("a chat was not acknowledged within 120 s")
+                .unwrap(),
+        );
+    }
+    // Every chat reached the model, which holds every answer open: all 50 are mid-stream.
+    assert_eq!(doubles.calls(Endpoint::OpenAiChat), CHATS);
+    runner.kill_9();
+    drop(runner);
+    assert_sqlite_intact(&data_dir.path().join("default.db"));
+
+    let runner = Runner::start(data_dir.path(), &variables).await;
+    let mut incomplete_answers = 0;
+    for chat in &acknowledged {
+        let response = client
+            .get(runner.url(&format!("/session/{}", chat.session_id)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "session {}", chat.session_id);
+        let session: Value = response.json().await.unwrap();
+        let messages = session["messages"].as_array().unwrap();
+        let users: Vec<&Value> = messages.iter().filter(|m| m["role"] == "user").collect();
+        assert_eq!(users.len(), 1, "{session}");
+        assert_eq!(users[0]["content"], QUESTION, "{session}");
+        for answer in messages.iter().filter(|m| m["role"] == "assistant") {
+            assert_eq!(answer["status"], "incomplete", "{session}");
+            incomplete_answers += 1;
+        }
+    }
+
+    let health = client.get(runner.url("/health")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let fresh = client
+        .post(runner.url("/chat"))
+        .json(&json!({"query": QUESTION}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fresh.status(), 200, "{}", runner.log_text());
+    let fresh: Value = fresh.json().await.unwrap();
+    assert!(!fresh["answer"].as_str().unwrap().is_empty(), "{fresh}");
+    let session: Value = client
+        .get(runner.url(&format!(
+            "/session/{}",
+            fresh["session_id"].as_str().unwrap()
+        )))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let statuses: Vec<&Value> = session["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| &m["status"])
+        .collect();
+    assert_eq!(statuses, ["complete", "complete"], "{session}");
+    drop(runner);
+    assert_sqlite_intact(&data_dir.path().join("default.db"));
+
+    CrashFigures {
+        acknowledged: acknowledged.len(),
+        incomplete_answers,
+    }
+}
+
+fn assert_sqlite_intact(path: &Path) {
+    let db = rusqlite::Connection::open(path).unwrap();
+    let integrity: String = db
+        .query_row("PRAGMA integrity_check", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(integrity, "ok", "{}", path.display());
+    let broken_links: i64 = db
+        .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |row| {
+            row.get(0)
+        })
+        .unwrap();
+    assert_eq!(broken_links, 0, "{}", path.display());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_stream_on_sqlite_keeps_every_acknowledged_turn() {
+    let figures = crash_mid_stream(None).await;
+    println!(
+        "sqlite: {} acknowledged, {} answers left incomplete",
+        figures.acknowledged, figures.incomplete_answers
+    );
+    assert_eq!(figures.acknowledged, CHATS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_stream_on_postgres_keeps_every_acknowledged_turn() {
+    let Some((admin, schema)) = postgres_schema_or_skip().await else {
+        return;
+    };
+    let url = format!(
+        "postgres://postgres@{PG_ADDRESS}/{PG_DATABASE}?sslmode=disable&options=-csearch_path%3D{schema}"
+    );
+    let figures = crash_mid_stream(Some(url)).await;
+    println!(
+        "postgres: {} acknowledged, {} answers left incomplete",
+        figures.acknowledged, figures.incomplete_answers
+    );
+    assert_eq!(figures.acknowledged, CHATS);
+
+    // What the runner left in PostgreSQL: every message belongs to a stored session, and
+    // besides the fresh chat's two turns every stored answer is incomplete.
+    let count = |sql: String| {
+        let admin = &admin;
+        async move { admin.query_one(&sql, &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    assert_eq!(
+        count(format!(
+            "SELECT count(*) FROM {schema}.messages m WHERE NOT EXISTS \
+             (SELECT 1 FROM {schema}.sessions s WHERE s.id = m.session_id)"
+        ))
+        .await,
+        0
+    );
+    assert_eq!(
+        count(format!(
+            "SELECT count(*) FROM {schema}.messages WHERE role = 'user'"
+        ))
+        .await,
+        CHATS as i64 + 1
+    );
+    assert_eq!(
+        count(format!(
+            "SELECT count(*) FROM {schema}.messages WHERE role = 'assistant' AND status = 'incomplete'"
+        ))
+        .await,
+        figures.incomplete_answers as i64
+    );
+    admin
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .unwrap();
+}
+
+/// A fresh schema on the test PostgreSQL and an admin connection to it, or why the PostgreSQL
+/// half is skipped.
+async fn postgres_schema_or_skip() -> Option<(tokio_postgres::Client, String)> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let admin_url = format!("postgres://postgres@{PG_ADDRESS}/{PG_DATABASE}");
+    let connecting = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls);
+    let reason = match tokio::time::timeout(Duration::from_secs(3), connecting).await {
+        Ok(Ok((admin, connection))) => {
+            tokio::spawn(connection);
+            let schema = format!(
+                "crash_test_{}_{}_{}",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_millis(),
+                COUNTER.fetch_add(1, Ordering::Relaxed)
+            );
+            admin
+                .batch_execute(&format!("CREATE SCHEMA {schema}"))
+                .await
+                .unwrap();
+            return Some((admin, schema));
+        }
+        Ok(Err(error)) => format!("cannot connect to {PG_ADDRESS}: {error}"),
+        Err(_) => format!("no answer from {PG_ADDRESS} within 3 s"),
+    };
+    assert!(
+        std::env::var_os("TEST_REQUIRE_POSTGRES").is_none(),
+        "PostgreSQL is required but unreachable: {reason}"
+    );
+    println!("skipping PostgreSQL: {reason}");
+    None
+}
