@@ -951,7 +951,7 @@ async fn invalid_requests_are_400s_naming_the_field() {
         .await
         .unwrap();
     assert_eq!(response.status(), 405);
-    assert_eq!(response.headers()["allow"], "POST");
+    assert_eq!(response.headers()["allow"], "POST, OPTIONS");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -160,18 +160,34 @@ impl Checker {
             .headers()
             .get("content-type")
             .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned());
+        let allow = response
+            .headers()
+            .get("allow")
+            .map(|v| v.to_str().unwrap().to_owned());
         let text = response.text().await.unwrap();
         let what = format!("{method} {path} -> {status}");
 
         let method_key = method.as_str().to_ascii_lowercase();
         let operation = self.doc["paths"][template][&method_key].clone();
         if !operation.is_object() {
-            // A method the path does not offer: 405 with the error body.
+            // A method the path does not offer: 405 with the error body, naming what it offers.
             assert_eq!(status, 405, "{what}: {text}");
+            assert_eq!(
+                allow.as_deref(),
+                Some(self.allow(template).as_str()),
+                "{what}"
+            );
             let value: Value = serde_json::from_str(&text).unwrap();
             let schema = json!({"$ref": "#/components/schemas/Error"});
             assert_valid(&self.doc, &schema, &value, &what);
             return (status, value);
+        }
+        if method == Method::OPTIONS {
+            assert_eq!(
+                allow.as_deref(),
+                Some(self.allow(template).as_str()),
+                "{what}"
+            );
         }
         self.exercised.insert((template.to_owned(), method_key));
         let documented = operation["responses"]
@@ -199,18 +215,39 @@ impl Checker {
         (status, value)
     }
 
+    /// `Allow` as the document has it: the path's methods, in a fixed order.
+    fn allow(&self, template: &str) -> String {
+        let item = &self.doc["paths"][template];
+        METHODS
+            .iter()
+            .filter(|method| item.get(**method).is_some())
+            .map(|method| method.to_ascii_uppercase())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Each event must match the stream's schema, and its `data` the `contentSchema` of the
+    /// branch its name selects.
     fn check_events(&self, media: &Value, text: &str, what: &str) {
+        let schema = resolve(&self.doc, &media["schema"]);
         let mut parser = SseParser::new();
         let mut events = parser.feed(text.as_bytes());
         events.extend(parser.finish());
         assert!(!events.is_empty(), "{what}: no events");
         for event in &events {
             let name = event.event.as_deref().unwrap_or("message");
-            let schema = media["x-events"]
-                .get(name)
-                .unwrap_or_else(|| panic!("{what}: event {name} not documented"));
+            let what = format!("{what} event {name}");
+            let framed = json!({"event": name, "data": event.data});
+            assert_valid(&self.doc, schema, &framed, &what);
+            let branch = schema["oneOf"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|branch| branch["properties"]["event"]["const"] == name)
+                .unwrap_or_else(|| panic!("{what}: not documented"));
             let data: Value = serde_json::from_str(&event.data).unwrap();
-            assert_valid(&self.doc, schema, &data, &format!("{what} event {name}"));
+            let content = &branch["properties"]["data"]["contentSchema"];
+            assert_valid(&self.doc, content, &data, &what);
         }
     }
 }

@@ -33,11 +33,12 @@ pub fn apply(mut response: Response) -> Response {
     response
 }
 
-/// The answer to `OPTIONS`: 204, with the preflight headers when the origin is allowed.
-pub fn preflight() -> Response {
+/// The answer to `OPTIONS`: 204 with `allow` (the methods the resource answers), and the
+/// preflight headers when the origin is allowed.
+pub fn preflight(allow: &str) -> Response {
     let mut response = Response::builder()
         .status(204)
-        .header("allow", cors::ALLOW_METHODS)
+        .header("allow", allow)
         .body(Vec::new())
         .build();
     for (name, value) in headers(true) {

@@ -26,6 +26,15 @@ pub fn error(error: &ApiError) -> Response {
     )
 }
 
+/// [`error`], with `Allow` naming the resource's methods when the method was wrong (405).
+pub fn error_allowing(error: &ApiError, allow: &str) -> Response {
+    let mut response = self::error(error);
+    if error.status == 405 {
+        response.set_header("allow", allow);
+    }
+    response
+}
+
 /// A storage failure as a client sees it ([`ApiError::from_store`]: the stable code, a fixed
 /// message); what the database said is logged for the operator, with the request id.
 pub fn store_failure(component: &str, failure: &StoreError) -> ApiError {

@@ -36,12 +36,15 @@ pub async fn json(out: ResponseOutparam, status: u16, body: Vec<u8>) {
     }
 }
 
+/// The methods `/chat` answers.
+const ALLOW: &str = "POST, OPTIONS";
+
 /// `{"error":{...}}` with the error's status (and `Allow` for a wrong method).
 pub async fn error(out: ResponseOutparam, error: &ApiError) {
     if error.status == 405 {
         let response = response(
             405,
-            &[("content-type", "application/json"), ("allow", "POST")],
+            &[("content-type", "application/json"), ("allow", ALLOW)],
         );
         let _ = out.set_with_body(response, error.to_json_body()).await;
         return;
@@ -51,7 +54,7 @@ pub async fn error(out: ResponseOutparam, error: &ApiError) {
 
 /// The answer to `OPTIONS` (a CORS preflight).
 pub async fn preflight(out: ResponseOutparam) {
-    let answer = adapters::cors::preflight();
+    let answer = adapters::cors::preflight(ALLOW);
     let entries: Vec<(String, Vec<u8>)> = answer
         .headers()
         .map(|(name, value)| (name.to_owned(), value.as_bytes().to_vec()))

@@ -46,7 +46,8 @@ struct RawChatRequest {
     page_url: Option<String>,
     #[serde(default)]
     stream: Option<bool>,
-    top_k: Option<i64>,
+    /// Any JSON number: `20.0` is the integer 20, as JSON Schema counts it.
+    top_k: Option<serde_json::Number>,
 }
 
 impl ChatRequest {
@@ -110,7 +111,11 @@ impl ChatRequest {
 
         let top_k = match raw.top_k {
             None => None,
-            Some(k) if (1..=i64::from(TOP_K_MAX)).contains(&k) => Some(k as u32),
+            Some(k)
+                if whole_number(&k).is_some_and(|k| (1..=i64::from(TOP_K_MAX)).contains(&k)) =>
+            {
+                whole_number(&k).map(|k| k as u32)
+            }
             Some(k) => {
                 return Err(ApiError::invalid_field(
                     "top_k",
@@ -128,6 +133,16 @@ impl ChatRequest {
             top_k,
         })
     }
+}
+
+/// `number` as an integer when it has no fractional part.
+fn whole_number(number: &serde_json::Number) -> Option<i64> {
+    number.as_i64().or_else(|| {
+        number
+            .as_f64()
+            .filter(|f| f.fract() == 0.0 && f.abs() <= 2f64.powi(53))
+            .map(|f| f as i64)
+    })
 }
 
 fn describe_json_error(error: serde_json::Error) -> ApiError {
@@ -315,6 +330,18 @@ mod tests {
         assert_eq!(field_of(parse(json!({"query": "q", "top_k": 0}))), "top_k");
         let error = parse(json!({"query": "q", "top_k": 21})).unwrap_err();
         assert!(error.message.contains("1 to 20"));
+        assert_eq!(
+            parse(json!({"query": "q", "top_k": 20.0})).unwrap().top_k,
+            Some(20)
+        );
+        assert_eq!(
+            field_of(parse(json!({"query": "q", "top_k": 2.5}))),
+            "top_k"
+        );
+        assert_eq!(
+            field_of(parse(json!({"query": "q", "top_k": 1e300}))),
+            "top_k"
+        );
         assert_eq!(
             parse(json!({"query": "q", "selected_text": "  "}))
                 .unwrap()

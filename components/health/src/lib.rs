@@ -17,6 +17,8 @@ use spin_sdk::variables;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The methods both health paths answer.
+const ALLOW: &str = "GET, OPTIONS";
 
 #[http_component]
 async fn handle(request: Request) -> impl IntoResponse {
@@ -27,15 +29,17 @@ async fn handle(request: Request) -> impl IntoResponse {
     );
     adapters::cors::remember_origin(request.header("origin").and_then(|value| value.as_str()));
     if *request.method() == spin_sdk::http::Method::Options {
-        return adapters::cors::preflight();
+        return adapters::cors::preflight(ALLOW);
     }
     let path = request.path().trim_end_matches('/');
     let service = variables::get("service_name").unwrap_or_else(|_| "ai-book-rag".into());
     if *request.method() != spin_sdk::http::Method::Get {
-        return json(
+        let mut response = json(
             405,
             &serde_json::json!({"error": {"code": "method_not_allowed", "message": "use GET"}}),
         );
+        response.set_header("allow", ALLOW);
+        return response;
     }
     match path.rsplit('/').next() {
         Some("health") => json(

@@ -7,12 +7,13 @@ use spin_sdk::http::{IntoResponse, Method, Request, Response};
 use spin_sdk::http_component;
 
 const DOCUMENT: &str = include_str!("../../../openapi.json");
+const ALLOW: &str = "GET, OPTIONS";
 
 #[http_component]
 fn handle(request: Request) -> impl IntoResponse {
     adapters::cors::remember_origin(request.header("origin").and_then(|value| value.as_str()));
     match request.method() {
-        Method::Options => adapters::cors::preflight(),
+        Method::Options => adapters::cors::preflight(ALLOW),
         Method::Get => adapters::cors::apply(
             Response::builder()
                 .status(200)
@@ -21,10 +22,6 @@ fn handle(request: Request) -> impl IntoResponse {
                 .body(DOCUMENT)
                 .build(),
         ),
-        _ => {
-            let mut response = respond::error(&ApiError::method_not_allowed("GET"));
-            response.set_header("allow", "GET");
-            response
-        }
+        _ => respond::error_allowing(&ApiError::method_not_allowed("GET"), ALLOW),
     }
 }

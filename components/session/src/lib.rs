@@ -34,10 +34,22 @@ fn handle(request: Request) -> Response {
             .and_then(|value| value.as_str()),
     );
     adapters::cors::remember_origin(request.header("origin").and_then(|value| value.as_str()));
+    let allow = allowed_methods(&path_below_route(&request));
     if *request.method() == Method::Options {
-        return adapters::cors::preflight();
+        return adapters::cors::preflight(allow);
     }
-    serve(&request).unwrap_or_else(|error| respond::error(&error))
+    serve(&request).unwrap_or_else(|error| respond::error_allowing(&error, allow))
+}
+
+/// The methods the resource at `path` (below `/session`) answers, for `Allow`.
+fn allowed_methods(path: &str) -> &'static str {
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    match segments.as_slice() {
+        [] => "POST, OPTIONS",
+        [_] => "GET, DELETE, OPTIONS",
+        [_, "messages", _, "feedback"] => "POST, OPTIONS",
+        _ => "OPTIONS",
+    }
 }
 
 /// What a request asks for, checked before any database work so bad input costs no round trip.
