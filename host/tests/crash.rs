@@ -222,33 +222,44 @@ async fn crash_mid_stream(database_url: Option<String>) -> CrashFigures {
 
     let health = client.get(runner.url("/health")).send().await.unwrap();
     assert_eq!(health.status(), 200);
-    let fresh = client
+    // A crashed session carries on: the next answer is stored complete after the incomplete one.
+    let continued = &acknowledged[0].session_id;
+    let follow_up = client
         .post(runner.url("/chat"))
-        .json(&json!({"query": QUESTION}))
+        .json(&json!({"query": QUESTION, "session_id": continued}))
         .send()
         .await
         .unwrap();
-    assert_eq!(fresh.status(), 200, "{}", runner.log_text());
-    let fresh: Value = fresh.json().await.unwrap();
-    assert!(!fresh["answer"].as_str().unwrap().is_empty(), "{fresh}");
+    assert_eq!(follow_up.status(), 200, "{}", runner.log_text());
+    let follow_up: Value = follow_up.json().await.unwrap();
+    assert!(
+        !follow_up["answer"].as_str().unwrap().is_empty(),
+        "{follow_up}"
+    );
     let session: Value = client
-        .get(runner.url(&format!(
-            "/session/{}",
-            fresh["session_id"].as_str().unwrap()
-        )))
+        .get(runner.url(&format!("/session/{continued}")))
         .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    let statuses: Vec<&Value> = session["messages"]
+    let turns: Vec<(&str, &str)> = session["messages"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|m| &m["status"])
+        .map(|m| (m["role"].as_str().unwrap(), m["status"].as_str().unwrap()))
         .collect();
-    assert_eq!(statuses, ["complete", "complete"], "{session}");
+    assert_eq!(
+        turns,
+        [
+            ("user", "complete"),
+            ("assistant", "incomplete"),
+            ("user", "complete"),
+            ("assistant", "complete"),
+        ],
+        "{session}"
+    );
     drop(runner);
     assert_sqlite_intact(&data_dir.path().join("default.db"));
 
@@ -298,7 +309,7 @@ async fn kill_9_mid_stream_on_postgres_keeps_every_acknowledged_turn() {
     assert_eq!(figures.acknowledged, CHATS);
 
     // What the runner left in PostgreSQL: every message belongs to a stored session, and
-    // besides the fresh chat's two turns every stored answer is incomplete.
+    // besides the follow-up's answer every stored answer is incomplete.
     let count = |sql: String| {
         let admin = &admin;
         async move { admin.query_one(&sql, &[]).await.unwrap().get::<_, i64>(0) }
