@@ -336,6 +336,38 @@ async fn kill_9_mid_stream_on_postgres_keeps_every_acknowledged_turn() {
         .await,
         figures.incomplete_answers as i64
     );
+    // PostgreSQL's own checker (contrib `amcheck`): every index of the schema matches its
+    // table, and no table page is corrupt.
+    admin
+        .batch_execute("CREATE EXTENSION IF NOT EXISTS amcheck")
+        .await
+        .expect("the amcheck extension (PostgreSQL contrib) is needed for the integrity check");
+    let checked_indexes = admin
+        .execute(
+            "SELECT public.bt_index_check(c.oid, true) FROM pg_index i \
+             JOIN pg_class c ON c.oid = i.indexrelid \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             JOIN pg_am a ON a.oid = c.relam \
+             WHERE n.nspname = $1 AND a.amname = 'btree'",
+            &[&schema],
+        )
+        .await
+        .unwrap();
+    assert!(checked_indexes >= 3, "{checked_indexes} indexes checked");
+    for table in ["sessions", "messages", "feedback"] {
+        let corrupt = admin
+            .query(
+                &format!("SELECT * FROM public.verify_heapam('{schema}.{table}')"),
+                &[],
+            )
+            .await
+            .unwrap();
+        assert!(
+            corrupt.is_empty(),
+            "{table}: {} corrupt tuples",
+            corrupt.len()
+        );
+    }
     admin
         .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
         .await
