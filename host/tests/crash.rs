@@ -11,17 +11,15 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rag_core::sse::SseParser;
 use serde_json::{json, Value};
+use support::postgres::postgres_or_skip;
 use upstream_doubles::{Doubles, Endpoint, Fault};
 
 const CHATS: usize = 50;
 const QUESTION: &str = "Which ROS 2 command lists topics?";
-const PG_ADDRESS: &str = "127.0.0.1:5432";
-const PG_DATABASE: &str = "test";
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -295,13 +293,11 @@ async fn kill_9_mid_stream_on_sqlite_keeps_every_acknowledged_turn() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_stream_on_postgres_keeps_every_acknowledged_turn() {
-    let Some((admin, schema)) = postgres_schema_or_skip().await else {
+    let Some(pg) = postgres_or_skip().await else {
         return;
     };
-    let url = format!(
-        "postgres://postgres@{PG_ADDRESS}/{PG_DATABASE}?sslmode=disable&options=-csearch_path%3D{schema}"
-    );
-    let figures = crash_mid_stream(Some(url)).await;
+    let (admin, schema) = (&pg.admin, pg.name.clone());
+    let figures = crash_mid_stream(Some(pg.url())).await;
     println!(
         "postgres: {} acknowledged, {} answers left incomplete",
         figures.acknowledged, figures.incomplete_answers
@@ -310,10 +306,8 @@ async fn kill_9_mid_stream_on_postgres_keeps_every_acknowledged_turn() {
 
     // What the runner left in PostgreSQL: every message belongs to a stored session, and
     // besides the follow-up's answer every stored answer is incomplete.
-    let count = |sql: String| {
-        let admin = &admin;
-        async move { admin.query_one(&sql, &[]).await.unwrap().get::<_, i64>(0) }
-    };
+    let count =
+        |sql: String| async move { admin.query_one(&sql, &[]).await.unwrap().get::<_, i64>(0) };
     assert_eq!(
         count(format!(
             "SELECT count(*) FROM {schema}.messages m WHERE NOT EXISTS \
@@ -368,43 +362,5 @@ async fn kill_9_mid_stream_on_postgres_keeps_every_acknowledged_turn() {
             corrupt.len()
         );
     }
-    admin
-        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
-        .await
-        .unwrap();
-}
-
-/// A fresh schema on the test PostgreSQL and an admin connection to it, or why the PostgreSQL
-/// half is skipped.
-async fn postgres_schema_or_skip() -> Option<(tokio_postgres::Client, String)> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let admin_url = format!("postgres://postgres@{PG_ADDRESS}/{PG_DATABASE}");
-    let connecting = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls);
-    let reason = match tokio::time::timeout(Duration::from_secs(3), connecting).await {
-        Ok(Ok((admin, connection))) => {
-            tokio::spawn(connection);
-            let schema = format!(
-                "crash_test_{}_{}_{}",
-                std::process::id(),
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_millis(),
-                COUNTER.fetch_add(1, Ordering::Relaxed)
-            );
-            admin
-                .batch_execute(&format!("CREATE SCHEMA {schema}"))
-                .await
-                .unwrap();
-            return Some((admin, schema));
-        }
-        Ok(Err(error)) => format!("cannot connect to {PG_ADDRESS}: {error}"),
-        Err(_) => format!("no answer from {PG_ADDRESS} within 3 s"),
-    };
-    assert!(
-        std::env::var_os("TEST_REQUIRE_POSTGRES").is_none(),
-        "PostgreSQL is required but unreachable: {reason}"
-    );
-    println!("skipping PostgreSQL: {reason}");
-    None
+    pg.drop_schema().await;
 }

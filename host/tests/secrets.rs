@@ -11,6 +11,7 @@ use std::time::Duration;
 use rag_core::retrieval::Passage;
 use rag_core::upstream::qdrant::{Layout, NewPoint, Qdrant};
 use serde_json::{json, Value};
+use support::postgres::{postgres_or_skip, PG_ADDRESS, PG_DATABASE};
 use support::{start, Options, Server};
 use upstream_doubles::{Doubles, Endpoint, Fault};
 
@@ -37,34 +38,6 @@ const NEEDLES: &[&str] = &[
 
 /// An address nothing listens on.
 const UNREACHABLE: &str = "http://127.0.0.1:9";
-
-/// The real PostgreSQL (trust authentication ignores the password), in a schema of this run.
-fn live_database_url(schema: &str) -> String {
-    format!(
-        "postgres://postgres:{DB_PASSWORD}@127.0.0.1:5432/test?sslmode=disable&options=-csearch_path%3D{schema}"
-    )
-}
-
-/// A schema of its own on the real PostgreSQL, or why there is none.
-async fn create_schema() -> Result<(tokio_postgres::Client, String), String> {
-    let connecting = tokio_postgres::connect(
-        "postgres://postgres@127.0.0.1:5432/test",
-        tokio_postgres::NoTls,
-    );
-    let (admin, connection) = tokio::time::timeout(Duration::from_secs(3), connecting)
-        .await
-        .map_err(|_| "no answer from 127.0.0.1:5432 within 3 s".to_owned())?
-        .map_err(|e| format!("cannot connect to 127.0.0.1:5432: {e}"))?;
-    tokio::spawn(connection);
-    let name = format!("secrets_test_{}", std::process::id());
-    admin
-        .batch_execute(&format!(
-            "DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}"
-        ))
-        .await
-        .map_err(|e| format!("cannot create a schema: {e}"))?;
-    Ok((admin, name))
-}
 
 /// Every per-client budget off: one test client sends every request.
 const UNLIMITED: &[&str] = &["--rate-limit-per-minute", "0"];
@@ -274,13 +247,11 @@ async fn no_response_or_log_line_holds_a_secret() {
     let doubles = Doubles::start().await;
     doubles.require_qdrant_api_key(QDRANT_KEY);
     seed_qdrant(&doubles).await;
-    let schema = create_schema().await;
+    // The real PostgreSQL (trust authentication ignores the password), in a schema of its own.
+    let schema = postgres_or_skip().await;
     let database_url = match &schema {
-        Ok((_, name)) => live_database_url(name),
-        Err(why) => {
-            eprintln!("{why}: only the unreachable database URL is tried");
-            dead_database_url()
-        }
+        Some(pg) => pg.url_as_via(&format!("postgres:{DB_PASSWORD}"), PG_ADDRESS),
+        None => dead_database_url(),
     };
     let (openai_base_url, cohere_base_url, qdrant_url) = (
         doubles.openai_base_url(),
@@ -307,7 +278,7 @@ async fn no_response_or_log_line_holds_a_secret() {
     let mut client = Client::new(&server);
     client.get("/health").await;
     let (_, ready) = client.get("/health/ready").await;
-    if schema.is_ok() {
+    if schema.is_some() {
         let ready: Value = serde_json::from_str(&ready).unwrap();
         assert_eq!(ready["checks"]["postgres"]["status"], "up", "{ready}");
     }
@@ -404,11 +375,8 @@ async fn no_response_or_log_line_holds_a_secret() {
         .await;
     client.bad_requests().await;
     let transcript = transcript + &client.transcript.0;
-    if let Ok((admin, name)) = schema {
-        admin
-            .batch_execute(&format!("DROP SCHEMA {name} CASCADE"))
-            .await
-            .unwrap();
+    if let Some(pg) = schema {
+        pg.drop_schema().await;
     }
 
     // The failure paths ran: upstream and database failures were answered and logged.
@@ -442,7 +410,10 @@ fn host_check_prints_no_secret() {
             .env("QDRANT_API_KEY", QDRANT_KEY)
             .env("QDRANT_URL", UNREACHABLE)
             .env("DATABASE_URL", dead_database_url())
-            .env("SPIN_VARIABLE_DATABASE_URL", live_database_url("public"))
+            .env(
+                "SPIN_VARIABLE_DATABASE_URL",
+                format!("postgres://postgres:{DB_PASSWORD}@{PG_ADDRESS}/{PG_DATABASE}"),
+            )
             .env("METRICS_TOKEN", "mt-leakcheck-MetricsQuokka")
             .arg("check")
             .args(extra);

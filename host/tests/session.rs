@@ -8,19 +8,15 @@
 mod support;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{json, Value};
+use support::postgres::{postgres_or_skip, PgSchema, PG_ADDRESS};
 use support::{start, Options, Server};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
-
-/// The test database; PostgreSQL's `trust` authentication in CI and on developer machines.
-const PG_ADDRESS: &str = "127.0.0.1:5432";
-const PG_DATABASE: &str = "test";
 
 /// The runner's per-client rate limit is off: every request here comes from one address, and
 /// these tests are about sessions, not about the limiter.
@@ -28,76 +24,6 @@ const UNLIMITED: &[&str] = &["--rate-limit-per-minute", "0"];
 
 // ---------------------------------------------------------------------------------------------
 // Backends
-
-/// A schema of its own per test, so tests running at once (and earlier runs) never meet. The
-/// runner's URL selects it with `options=-csearch_path=<schema>`, which the host's pool passes
-/// to PostgreSQL at connect time. `sslmode=disable`: a local server's self-signed certificate
-/// would fail the host's TLS verification, which only trusts public roots.
-struct PgSchema {
-    admin: tokio_postgres::Client,
-    name: String,
-}
-
-impl PgSchema {
-    async fn create() -> Result<Self, String> {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let config = format!("postgres://postgres@{PG_ADDRESS}/{PG_DATABASE}");
-        let connecting = tokio_postgres::connect(&config, tokio_postgres::NoTls);
-        let (admin, connection) = tokio::time::timeout(Duration::from_secs(3), connecting)
-            .await
-            .map_err(|_| format!("no answer from {PG_ADDRESS} within 3 s"))?
-            .map_err(|e| format!("cannot connect to {PG_ADDRESS}: {e}"))?;
-        tokio::spawn(connection);
-        let name = format!(
-            "session_test_{}_{}_{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_millis(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
-        admin
-            .batch_execute(&format!("CREATE SCHEMA {name}"))
-            .await
-            .map_err(|e| format!("cannot create a schema: {e}"))?;
-        Ok(Self { admin, name })
-    }
-
-    /// The runner's `database_url`, through `address` (PostgreSQL itself, or a proxy).
-    fn url_via(&self, address: &str) -> String {
-        format!(
-            "postgres://postgres@{address}/{PG_DATABASE}?sslmode=disable&options=-csearch_path%3D{}",
-            self.name
-        )
-    }
-
-    fn url(&self) -> String {
-        self.url_via(PG_ADDRESS)
-    }
-
-    async fn drop_schema(self) {
-        self.admin
-            .batch_execute(&format!("DROP SCHEMA {} CASCADE", self.name))
-            .await
-            .unwrap();
-    }
-}
-
-/// Connects to PostgreSQL for one test, or says why the PostgreSQL half is skipped.
-async fn postgres_or_skip() -> Option<PgSchema> {
-    match PgSchema::create().await {
-        Ok(schema) => Some(schema),
-        Err(reason) => {
-            assert!(
-                std::env::var_os("TEST_REQUIRE_POSTGRES").is_none(),
-                "PostgreSQL is required but unreachable: {reason}"
-            );
-            println!("skipping PostgreSQL: {reason}");
-            None
-        }
-    }
-}
 
 /// Direct access to the database a runner uses, for what the session API cannot do itself:
 /// adding messages, and counting rows to prove nothing was written.

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod logs;
+pub mod postgres;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
