@@ -15,19 +15,12 @@ use std::time::{Duration, Instant};
 
 use rag_core::sse::SseParser;
 use serde_json::{json, Value};
+use support::free_port;
 use support::postgres::postgres_or_skip;
 use upstream_doubles::{Doubles, Endpoint, Fault};
 
 const CHATS: usize = 50;
 const QUESTION: &str = "Which ROS 2 command lists topics?";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// The runner binary serving the project's own manifest, its log in a file (an unread pipe
 /// would fill up and stall it).

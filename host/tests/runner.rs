@@ -1,34 +1,17 @@
 //! End to end: the real `host` binary, started on an ephemeral port with a test manifest that
 //! serves the real health component and a misbehaving test guest.
 
+mod support;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+use support::{free_port, workspace};
 
 fn wasm(name: &str) -> String {
-    let path = workspace().join(format!("target/wasm32-wasip2/release/{name}.wasm"));
-    assert!(
-        path.exists(),
-        "{} missing: build the components first (see README)",
-        path.display()
-    );
-    path.to_str().unwrap().to_string()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    support::wasm(name).to_str().unwrap().to_owned()
 }
 
 /// A manifest with the health component and the test guest. The guest may call the runner

@@ -12,31 +12,6 @@ const WRITERS: usize = 4;
 const CHATS_PER_WRITER: usize = 400;
 const READERS: usize = 2;
 
-/// The session store's SQLite tables, as the components' migrations create them.
-const SCHEMA: &str = "
-CREATE TABLE sessions (
-    id TEXT PRIMARY KEY NOT NULL,
-    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
-);
-CREATE TABLE messages (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
-    role TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
-    content TEXT NOT NULL,
-    sources TEXT NOT NULL DEFAULT '[]',
-    status TEXT NOT NULL CHECK (status IN ('complete', 'incomplete')),
-    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
-);
-CREATE INDEX messages_session_id_id ON messages (session_id, id);
-CREATE TABLE feedback (
-    message_id INTEGER PRIMARY KEY NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
-    rating TEXT NOT NULL CHECK (rating IN ('up', 'down')),
-    reason TEXT,
-    comment TEXT,
-    rated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
-);
-";
-
 struct Run {
     max_wal_bytes: u64,
     final_wal_bytes: u64,
@@ -133,7 +108,8 @@ fn sustained_writes(bounded: bool) -> Run {
     // Kept open to the end: closing the last connection checkpoints and deletes the WAL, which
     // would hide its size at the end of the run.
     let conn = open(&database, bounded);
-    conn.execute_batch(SCHEMA).unwrap();
+    // The session store's tables, from the components' own migrations.
+    rag_core::store::ensure_schema(&conn).unwrap();
 
     let max_wal_bytes = Arc::new(AtomicU64::new(0));
     let writing = Arc::new(AtomicBool::new(true));

@@ -156,3 +156,12 @@ pub async fn data_dir_with_book_index() -> tempfile::TempDir {
     );
     data_dir
 }
+
+/// A loopback port nothing listens on right now, for a runner started as its own process.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
