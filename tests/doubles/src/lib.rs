@@ -9,7 +9,9 @@
 //! answers from the first numbered context block (`[1] ...`) of the prompt and cites `[1]`,
 //! so a test can see that the context reached it. The reranker scores by word overlap
 //! ([`Doubles::rerank_order`]), a different measure from the search's, so a test can see
-//! whether the reranker's order was applied. Faults can be queued per endpoint.
+//! whether the reranker's order was applied. Faults can be queued per endpoint; a fixed
+//! latency per endpoint and a token pace for streamed answers make the doubles stand in for
+//! real services in load runs (`serve-doubles` serves them as their own process).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -22,7 +24,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::Router;
-use http_body_util::{BodyExt, Full};
+use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
@@ -154,9 +156,19 @@ struct Collection {
     points: BTreeMap<String, Point>,
 }
 
+/// How a streamed chat answer is paced: the first content delta `first_token` after the
+/// response headers, then one delta every `per_token`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamPacing {
+    pub first_token: Duration,
+    pub per_token: Duration,
+}
+
 #[derive(Default)]
 struct Inner {
     calls: HashMap<Endpoint, usize>,
+    latency: HashMap<Endpoint, Duration>,
+    pacing: Option<StreamPacing>,
     faults: HashMap<Endpoint, VecDeque<Fault>>,
     last_bodies: HashMap<Endpoint, Value>,
     framings: HashMap<Endpoint, Framing>,
@@ -187,11 +199,16 @@ pub struct Doubles {
 impl Doubles {
     /// Binds `127.0.0.1:0` and serves all three APIs on it.
     pub async fn start() -> Doubles {
-        let shared = Shared::default();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
-            .expect("bind a loopback port");
-        let addr = listener.local_addr().expect("bound address");
+            .expect("bind a loopback port")
+    }
+
+    /// Binds `addr` (port 0: any free port) and serves all three APIs on it.
+    pub async fn start_on(addr: SocketAddr) -> std::io::Result<Doubles> {
+        let shared = Shared::default();
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
         let (shutdown, stopped) = oneshot::channel::<()>();
         let app = router(shared.clone());
         tokio::spawn(async move {
@@ -201,11 +218,11 @@ impl Doubles {
                 })
                 .await;
         });
-        Doubles {
+        Ok(Doubles {
             addr,
             shared,
             shutdown: Some(shutdown),
-        }
+        })
     }
 
     /// `http://127.0.0.1:PORT`: the Cohere base URL and the Qdrant URL.
@@ -226,6 +243,23 @@ impl Doubles {
             .get(&endpoint)
             .copied()
             .unwrap_or(0)
+    }
+
+    /// From now on every call to `endpoint` waits `latency` before it answers (a queued
+    /// fault comes after the wait). For a streamed chat answer this is the time to the
+    /// response headers; [`Doubles::set_stream_pacing`] paces the tokens after them.
+    pub fn set_latency(&self, endpoint: Endpoint, latency: Duration) {
+        self.shared.lock().latency.insert(endpoint, latency);
+    }
+
+    /// From now on streamed chat answers send their first content delta `first_token` after
+    /// the headers and each further delta `per_token` after the one before; without it the
+    /// whole stream goes out at once.
+    pub fn set_stream_pacing(&self, first_token: Duration, per_token: Duration) {
+        self.shared.lock().pacing = Some(StreamPacing {
+            first_token,
+            per_token,
+        });
     }
 
     /// Queues a fault for the next call to `endpoint` that has no earlier fault queued.
@@ -437,7 +471,7 @@ async fn begin(shared: &Shared, endpoint: Endpoint, headers: &HeaderMap, body: &
     } else {
         serde_json::from_slice(body)
     };
-    let fault = {
+    let (latency, fault) = {
         let mut inner = shared.lock();
         *inner.calls.entry(endpoint).or_default() += 1;
         inner.framings.insert(endpoint, Framing::of(headers));
@@ -447,11 +481,15 @@ async fn begin(shared: &Shared, endpoint: Endpoint, headers: &HeaderMap, body: &
         if let Ok(value) = &parsed {
             inner.last_bodies.insert(endpoint, value.clone());
         }
-        inner
+        let fault = inner
             .faults
             .get_mut(&endpoint)
-            .and_then(VecDeque::pop_front)
+            .and_then(VecDeque::pop_front);
+        (inner.latency.get(&endpoint).copied(), fault)
     };
+    if let Some(latency) = latency {
+        tokio::time::sleep(latency).await;
+    }
     let mut stream_end = StreamEnd::Finish;
     match fault {
         Some(Fault::Status {
@@ -680,24 +718,14 @@ async fn openai_chat(State(shared): State<Shared>, headers: HeaderMap, body: Byt
     if stream_end != StreamEnd::Finish {
         events.truncate(3.min(events.len()));
     }
-    let mut sse = String::new();
-    for event in &events {
-        sse.push_str(&format!("data: {event}\n\n"));
-    }
+    let mut frames: Vec<String> = events.iter().map(|e| format!("data: {e}\n\n")).collect();
     if stream_end == StreamEnd::Finish {
-        sse.push_str("data: [DONE]\n\n");
+        frames.push("data: [DONE]\n\n".to_owned());
     }
-    let body = match stream_end {
-        // Trailers that never come hold the response open after the sent events; as a
-        // stream it goes out chunked, so the client cannot tell the body is over.
-        StreamEnd::Stall => Body::from_stream(
-            Full::new(Bytes::from(sse))
-                .with_trailers(std::future::pending::<
-                    Option<Result<HeaderMap, std::convert::Infallible>>,
-                >())
-                .into_data_stream(),
-        ),
-        StreamEnd::Finish | StreamEnd::Cut => Body::from(sse),
+    let pacing = shared.lock().pacing;
+    let body = match (pacing, stream_end) {
+        (None, StreamEnd::Finish | StreamEnd::Cut) => Body::from(frames.concat()),
+        (pacing, end) => paced_body(frames, pacing, end == StreamEnd::Stall),
     };
     Response::builder()
         .status(200)
@@ -705,6 +733,45 @@ async fn openai_chat(State(shared): State<Shared>, headers: HeaderMap, body: Byt
         .header(header::CACHE_CONTROL, "no-cache")
         .body(body)
         .expect("valid response")
+}
+
+/// A streamed body sending `frames` (SSE events) in order: the role chunk with the headers,
+/// the first content delta after `first_token`, each further content delta `per_token` later,
+/// and what follows the last content delta (finish, usage, `[DONE]`) at once. With `stall`
+/// the body then stays open without sending more; it goes out chunked, so the client cannot
+/// tell that it is over.
+fn paced_body(frames: Vec<String>, pacing: Option<StreamPacing>, stall: bool) -> Body {
+    let content =
+        |frame: &String| frame.contains("\"content\":") && !frame.contains("\"content\":\"\"");
+    let waits: Vec<Duration> = {
+        let mut tokens_sent = 0usize;
+        frames
+            .iter()
+            .map(|frame| match pacing {
+                Some(pacing) if content(frame) => {
+                    tokens_sent += 1;
+                    if tokens_sent == 1 {
+                        pacing.first_token
+                    } else {
+                        pacing.per_token
+                    }
+                }
+                _ => Duration::ZERO,
+            })
+            .collect()
+    };
+    let paced =
+        futures::stream::iter(frames.into_iter().zip(waits)).then(|(frame, wait)| async move {
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+            Ok::<_, std::convert::Infallible>(Bytes::from(frame))
+        });
+    if stall {
+        Body::from_stream(paced.chain(futures::stream::pending()))
+    } else {
+        Body::from_stream(paced)
+    }
 }
 
 /// Qdrant's answer to a request without the configured `api-key` (plain text, as its

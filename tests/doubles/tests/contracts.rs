@@ -495,3 +495,121 @@ async fn faults_are_applied_in_order_and_counted() {
     assert_eq!(doubles.calls(Endpoint::CohereEmbed), 5);
     assert_eq!(doubles.calls(Endpoint::OpenAiChat), 0);
 }
+
+/// Arrival time of each body frame of a streamed chat answer, from when the headers came.
+async fn frame_times(doubles: &Doubles) -> (Duration, Vec<(Duration, Bytes)>) {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let (parts, body) = openai(doubles)
+        .chat_request(&prompt(), true, 0.0)
+        .into_parts();
+    let sent = Instant::now();
+    let response = client
+        .request(http::Request::from_parts(
+            parts,
+            Full::new(Bytes::from(body)),
+        ))
+        .await
+        .unwrap();
+    let headers_after = sent.elapsed();
+    let headers_at = Instant::now();
+    let mut body = response.into_body();
+    let mut frames = Vec::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            frames.push((headers_at.elapsed(), data));
+        }
+    }
+    (headers_after, frames)
+}
+
+#[tokio::test]
+async fn latency_and_stream_pacing_apply_to_every_call() {
+    let doubles = Doubles::start().await;
+    let (_, unpaced) = frame_times(&doubles).await;
+    let unpaced: Vec<u8> = unpaced.iter().flat_map(|(_, b)| b.to_vec()).collect();
+
+    doubles.set_latency(Endpoint::CohereEmbed, Duration::from_millis(150));
+    let co = cohere(&doubles, "key");
+    for _ in 0..2 {
+        let started = Instant::now();
+        let response = send(co.embed_request(&["x"], InputType::SearchQuery)).await;
+        assert_eq!(response.status(), 200);
+        assert!(started.elapsed() >= Duration::from_millis(150));
+    }
+
+    doubles.set_latency(Endpoint::OpenAiChat, Duration::from_millis(80));
+    doubles.set_stream_pacing(Duration::from_millis(120), Duration::from_millis(40));
+    let (headers_after, frames) = frame_times(&doubles).await;
+    assert!(
+        headers_after >= Duration::from_millis(80),
+        "{headers_after:?}"
+    );
+    let joined: Vec<u8> = frames.iter().flat_map(|(_, b)| b.to_vec()).collect();
+    assert_eq!(joined, unpaced, "pacing changes when bytes come, not which");
+    let content: Vec<Duration> = frames
+        .iter()
+        .filter(|(_, b)| {
+            let text = String::from_utf8_lossy(b);
+            text.contains("\"content\":") && !text.contains("\"content\":\"\"")
+        })
+        .map(|(at, _)| *at)
+        .collect();
+    assert!(content.len() >= 5, "{} content deltas", content.len());
+    assert!(content[0] >= Duration::from_millis(120), "{:?}", content[0]);
+    for pair in content.windows(2) {
+        // Timers may fire late, never early.
+        assert!(pair[1] - pair[0] >= Duration::from_millis(39), "{pair:?}");
+    }
+    let last = frames.last().unwrap();
+    assert!(String::from_utf8_lossy(&last.1).contains("[DONE]"));
+}
+
+#[tokio::test]
+async fn serve_doubles_binary_serves_at_the_flags_latencies() {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_serve-doubles"))
+        .args([
+            "--embed-ms",
+            "100",
+            "--first-token-ms",
+            "60",
+            "--token-ms",
+            "5",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+        .await
+        .expect("serve-doubles prints its address")
+        .unwrap()
+        .unwrap();
+    let base_url = line.strip_prefix("listening ").expect(&line).to_owned();
+    assert!(base_url.starts_with("http://127.0.0.1:"), "{line}");
+    let co = Cohere {
+        base_url: base_url.clone(),
+        ..cohere(&Doubles::start().await, "key")
+    };
+    let started = Instant::now();
+    let embedded = send(co.embed_request(&["x"], InputType::SearchQuery)).await;
+    assert_eq!(embedded.status(), 200);
+    assert!(started.elapsed() >= Duration::from_millis(100));
+    let llm = OpenAi {
+        base_url: format!("{base_url}/v1"),
+        ..openai(&Doubles::start().await)
+    };
+    let started = Instant::now();
+    let streamed = send(llm.chat_request(&prompt(), true, 0.0)).await;
+    assert!(started.elapsed() >= Duration::from_millis(60));
+    assert!(String::from_utf8_lossy(streamed.body()).ends_with("data: [DONE]\n\n"));
+
+    let refused = tokio::process::Command::new(env!("CARGO_BIN_EXE_serve-doubles"))
+        .args(["--listen", "0.0.0.0:0"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!refused.status.success(), "only loopback addresses");
+    child.kill().await.unwrap();
+}
