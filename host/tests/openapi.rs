@@ -209,6 +209,11 @@ impl Checker {
             self.check_events(media, &text, &what);
             return (status, Value::String(text));
         }
+        if content_type != "application/json" {
+            // Files (the widget's script and stylesheet, the demo page) are documented as text.
+            assert_eq!(media["schema"]["type"], "string", "{what}");
+            return (status, Value::String(text));
+        }
         let value: Value =
             serde_json::from_str(&text).unwrap_or_else(|e| panic!("{what}: {e}: {text}"));
         assert_valid(&self.doc, &media["schema"], &value, &what);
@@ -287,6 +292,43 @@ async fn real_responses_match_the_document() {
         c.call(delete.clone(), "/openapi.json", "/openapi.json", None, &[])
             .await
             .0,
+        405
+    );
+
+    let (status, manifest) = c.call(get.clone(), "/assets", "/assets", None, &[]).await;
+    assert_eq!(status, 200);
+    let script = manifest["files"]["chat-widget.js"]["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let file = "/assets/{file}";
+    let (status, body) = c.call(get.clone(), file, &script, None, &[]).await;
+    assert_eq!(status, 200);
+    assert!(body.as_str().unwrap().contains("data-api-url"));
+    let etag = c
+        .client
+        .get(format!("{}{script}", c.server.base_url))
+        .send()
+        .await
+        .unwrap()
+        .headers()["etag"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let revalidate = [("if-none-match", etag.as_str())];
+    assert_eq!(
+        c.call(get.clone(), file, &script, None, &revalidate)
+            .await
+            .0,
+        304
+    );
+    let missing = "/assets/chat-widget.0000.js";
+    assert_eq!(c.call(get.clone(), file, missing, None, &[]).await.0, 404);
+    let (status, page) = c.call(get.clone(), "/demo", "/demo", None, &[]).await;
+    assert_eq!(status, 200);
+    assert!(page.as_str().unwrap().contains("Zero Moment Point"));
+    assert_eq!(
+        c.call(post.clone(), "/demo", "/demo", None, &[]).await.0,
         405
     );
 
