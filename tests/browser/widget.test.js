@@ -1,0 +1,476 @@
+// The chat widget on the demo page, in headless Chromium (Debian's), against the real keyless
+// runner: streamed answers with working source links, "ask about this selection", the
+// conversation kept across a reload, feedback, a new chat, keyboard use, an accessibility
+// check (axe-core), a clear message when the server is gone and when it rate-limits.
+//
+// Run by scripts/browser-test, which passes HOST_BINARY, CHROMIUM and ARTIFACTS. Each transport
+// (WebSocket, then server-sent events forced with data-transport="sse") gets a fresh runner.
+"use strict";
+
+const assert = require("node:assert/strict");
+const fs = require("node:fs");
+const http = require("node:http");
+const net = require("node:net");
+const os = require("node:os");
+const path = require("node:path");
+const { spawn } = require("node:child_process");
+const { chromium } = require("playwright-core");
+
+const ROOT = path.resolve(__dirname, "../..");
+const HOST = path.resolve(ROOT, process.env.HOST_BINARY || "target/release/host");
+const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+const ARTIFACTS = path.resolve(ROOT, process.env.ARTIFACTS || "target/browser-artifacts");
+const REQUIRE_ALL = process.env.TEST_REQUIRE_BROWSER === "1";
+const AXE = fs.readFileSync(require.resolve("axe-core/axe.min.js"), "utf8");
+const TIMEOUT = 20000;
+
+const QUESTION = "What does ZMP stand for?";
+const SELECTION_QUESTION = "What does this passage say?";
+
+function log(message) {
+  process.stdout.write(`browser-test: ${message}\n`);
+}
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.unref();
+    server.on("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** A keyless runner on a free port with a fresh DATA_DIR, its index built from book/docs with
+ * the demo's page addresses, so that the sources the answers cite are the demo's pages. */
+async function startServer(extraEnv = {}) {
+  const port = await freePort();
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "widget-test-"));
+  const base = `http://127.0.0.1:${port}`;
+  const env = { ...process.env };
+  for (const name of ["OPENAI_API_KEY", "COHERE_API_KEY", "QDRANT_URL", "DATABASE_URL"]) {
+    delete env[name];
+    delete env[`SPIN_VARIABLE_${name}`];
+  }
+  Object.assign(env, {
+    DATA_DIR: dataDir,
+    DOCS_DIR: path.join(ROOT, "book/docs"),
+    SITE_URL: base,
+    DOCS_BASE_URL: "/demo/",
+    COMPILE_CACHE_DIR: path.join(ROOT, "target/test-compile-cache"),
+    SPIN_MANIFEST: path.join(ROOT, "spin.toml"),
+    BIND_ADDR: "127.0.0.1",
+    PORT: String(port),
+    RUST_LOG: "warn",
+    RATE_LIMIT_PER_MINUTE: "0",
+    CHAT_RATE_LIMIT_PER_MINUTE: "0",
+    SESSION_WRITE_RATE_LIMIT_PER_MINUTE: "0",
+    SHUTDOWN_GRACE_SECS: "2",
+    ...extraEnv,
+  });
+  const logFile = path.join(dataDir, "serve.log");
+  const out = fs.openSync(logFile, "w");
+  const child = spawn(HOST, ["serve"], { cwd: ROOT, env, stdio: ["ignore", out, out] });
+  let exited = false;
+  child.on("exit", () => { exited = true; });
+  const deadline = Date.now() + 120000;
+  for (;;) {
+    if (exited) throw new Error(`the runner exited:\n${fs.readFileSync(logFile, "utf8")}`);
+    const status = await httpStatus(`${base}/health/ready`).catch(() => 0);
+    if (status === 200) break;
+    if (Date.now() > deadline) {
+      child.kill("SIGKILL");
+      throw new Error(`the runner never got ready:\n${fs.readFileSync(logFile, "utf8")}`);
+    }
+    await sleep(250);
+  }
+  return {
+    base,
+    async stop() {
+      if (!exited) {
+        child.kill("SIGTERM");
+        await new Promise((resolve) => (exited ? resolve() : child.on("exit", resolve)));
+      }
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+function httpStatus(url) {
+  return new Promise((resolve, reject) => {
+    http.get(url, (response) => {
+      response.resume();
+      resolve(response.statusCode);
+    }).on("error", reject);
+  });
+}
+
+/** Whether the runner upgrades GET /chat/ws (101), or why not. */
+function websocketSupport(base) {
+  return new Promise((resolve) => {
+    const request = http.request(`${base}/chat/ws`, {
+      headers: {
+        Connection: "Upgrade",
+        Upgrade: "websocket",
+        "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": Buffer.from("0123456789abcdef").toString("base64"),
+      },
+    });
+    request.on("upgrade", (response, socket) => {
+      socket.destroy();
+      resolve({ ok: true });
+    });
+    request.on("response", (response) => {
+      response.resume();
+      resolve({ ok: false, reason: `GET /chat/ws answered ${response.statusCode}, not 101` });
+    });
+    request.on("error", (error) => resolve({ ok: false, reason: String(error) }));
+    request.end();
+  });
+}
+
+/** The demo page, with the widget's script tag given data-transport when one is forced. */
+async function openDemo(context, base, transport) {
+  const page = await context.newPage();
+  const problems = [];
+  page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
+  page.on("console", (message) => {
+    // A refused connection is the expected console noise once the server is stopped.
+    if (message.type() === "error" && !/ERR_CONNECTION_REFUSED|Failed to load resource|WebSocket connection/.test(message.text())) {
+      problems.push(`console: ${message.text()}`);
+    }
+  });
+  if (transport !== "auto") {
+    await page.route(/\/demo(\/|$|\?)/, async (route) => {
+      const response = await route.fetch();
+      const html = (await response.text()).replace("data-api-url=", `data-transport="${transport}" data-api-url=`);
+      await route.fulfill({ response, body: html });
+    });
+  }
+  return { page, problems };
+}
+
+/** Records what the widget sends and receives: POST /chat bodies, SSE delta events, WebSocket frames. */
+function watchTraffic(page) {
+  const traffic = { chatBodies: [], sseDeltas: [], wsAsks: [], wsDeltas: 0, feedback: [], deletes: [] };
+  page.on("request", (request) => {
+    const url = new URL(request.url());
+    if (request.method() === "POST" && url.pathname === "/chat") {
+      traffic.chatBodies.push(JSON.parse(request.postData() || "{}"));
+    }
+  });
+  page.on("response", async (response) => {
+    const request = response.request();
+    const url = new URL(response.url());
+    if (request.method() === "POST" && url.pathname === "/chat" && response.status() === 200) {
+      const text = await response.text().catch(() => "");
+      traffic.sseDeltas.push((text.match(/^event: delta$/gm) || []).length);
+    }
+    if (/\/feedback$/.test(url.pathname)) traffic.feedback.push(response.status());
+    if (request.method() === "DELETE" && url.pathname.startsWith("/session/")) traffic.deletes.push(response.status());
+  });
+  page.on("websocket", (ws) => {
+    ws.on("framesent", (frame) => {
+      const data = JSON.parse(frame.payload);
+      if (data.type === "ask") traffic.wsAsks.push(data);
+    });
+    ws.on("framereceived", (frame) => {
+      if (JSON.parse(frame.payload).type === "delta") traffic.wsDeltas += 1;
+    });
+  });
+  return traffic;
+}
+
+async function lastAnswer(page) {
+  return page.locator(".chat-widget__msg--bot").last();
+}
+
+/** Counts how many different lengths the streamed answer's text goes through. */
+async function watchGrowth(page) {
+  await page.evaluate(() => {
+    window.__answerLengths = [];
+    const logNode = document.querySelector(".chat-widget__log");
+    new MutationObserver(() => {
+      const answers = logNode.querySelectorAll(".chat-widget__answer");
+      const current = answers[answers.length - 1];
+      if (!current) return;
+      const length = current.textContent.length;
+      const lengths = window.__answerLengths;
+      if (lengths[lengths.length - 1] !== length) lengths.push(length);
+    }).observe(logNode, { subtree: true, childList: true, characterData: true });
+  });
+}
+
+async function askAndWait(page, question) {
+  const answers = await page.locator(".chat-widget__msg--bot").count();
+  await page.getByLabel("Your question").fill(question);
+  await page.getByLabel("Your question").press("Enter");
+  const answer = page.locator(".chat-widget__msg--bot").nth(answers);
+  await answer.getByRole("button", { name: "Helpful", exact: true }).waitFor({ timeout: TIMEOUT });
+  return answer;
+}
+
+async function checkSourceLinks(page, answer, base) {
+  const links = answer.locator(".chat-widget__sources a");
+  const count = await links.count();
+  assert.ok(count > 0, "the answer lists its sources");
+  for (let i = 0; i < count; i += 1) {
+    const href = await links.nth(i).getAttribute("href");
+    assert.ok(href.startsWith(`${base}/demo/docs/`), `source link ${href} is a page of the demo book`);
+    const url = new URL(href);
+    const response = await page.request.get(href);
+    assert.equal(response.status(), 200, `${href} opens`);
+    if (url.hash) {
+      const html = await response.text();
+      assert.ok(html.includes(`id="${decodeURIComponent(url.hash.slice(1))}"`), `${href}: the page has the anchor`);
+    }
+  }
+  return count;
+}
+
+async function axeCheck(page, label) {
+  await page.evaluate(AXE);
+  const violations = await page.evaluate(async () => {
+    const result = await window.axe.run(document, { resultTypes: ["violations"] });
+    return result.violations.map((v) => ({
+      id: v.id,
+      impact: v.impact,
+      help: v.help,
+      nodes: v.nodes.map((n) => n.target.join(" ")).slice(0, 5),
+    }));
+  });
+  const serious = violations.filter((v) => v.impact === "serious" || v.impact === "critical");
+  assert.deepEqual(serious, [], `${label}: axe-core found serious or critical violations`);
+  log(`${label}: axe-core: no serious or critical violations (${violations.length} minor)`);
+}
+
+async function run(browser, transport) {
+  const server = await startServer();
+  try {
+    const context = await browser.newContext({ viewport: { width: 1280, height: 860 }, colorScheme: "light" });
+    const { page, problems } = await openDemo(context, server.base, transport);
+    const traffic = watchTraffic(page);
+    const response = await page.goto(`${server.base}/demo`);
+    assert.equal(response.status(), 200);
+    assert.match(response.headers()["content-security-policy"], /connect-src 'self'/);
+    await page.getByRole("heading", { level: 1, name: "Locomotion and Balance" }).waitFor();
+
+    // Open the widget: the dialog appears and takes focus.
+    const launcher = page.getByRole("button", { name: /^Open chat/ });
+    await launcher.click();
+    const dialog = page.getByRole("dialog", { name: "Ask the book" });
+    await dialog.waitFor();
+    assert.equal(await launcher.getAttribute("aria-expanded"), "true");
+    assert.ok(await page.getByLabel("Your question").evaluate((node) => node === document.activeElement));
+
+    // A question, answered as a stream.
+    await watchGrowth(page);
+    const first = await askAndWait(page, QUESTION);
+    const lengths = await page.evaluate(() => window.__answerLengths);
+    const deltas = transport === "sse" ? traffic.sseDeltas[0] : traffic.wsDeltas;
+    assert.ok(deltas > 1, `more than one delta arrived (${deltas})`);
+    assert.ok(lengths.length > 1, `the answer's text grew in steps (${JSON.stringify(lengths)})`);
+    const firstText = await first.locator(".chat-widget__answer").innerText();
+    assert.match(firstText, /Zero Moment Point/i);
+    const sources = await checkSourceLinks(page, first, server.base);
+    const cites = await first.locator(".chat-widget__cite").count();
+    assert.ok(cites > 0, "the answer's [n] markers link to their sources");
+    if (transport === "sse") {
+      assert.equal(traffic.wsAsks.length, 0, "forced SSE opens no WebSocket");
+      assert.equal(traffic.chatBodies.length, 1);
+    } else {
+      assert.equal(traffic.wsAsks.length, 1, "the question went over the WebSocket");
+      assert.equal(traffic.chatBodies.length, 0, "and not over POST /chat");
+    }
+    log(`${transport}: streamed answer, ${deltas} deltas, ${lengths.length} renderings, ${sources} source links that open their page and anchor`);
+
+    // Ask about a selection on the page.
+    await page.getByRole("button", { name: "Close chat" }).click();
+    const selected = await page.evaluate(() => {
+      const heading = document.getElementById("the-capture-point");
+      const paragraph = heading.nextElementSibling;
+      const range = document.createRange();
+      range.selectNodeContents(paragraph);
+      const selection = window.getSelection();
+      selection.removeAllRanges();
+      selection.addRange(range);
+      return selection.toString().replace(/\s+/g, " ").trim();
+    });
+    const askSelection = page.getByRole("button", { name: "Ask about this selection" });
+    await askSelection.waitFor({ timeout: TIMEOUT });
+    await askSelection.click();
+    await dialog.waitFor();
+    assert.match(await page.locator(".chat-widget__selection-text").innerText(), /capture point/i);
+    const second = await askAndWait(page, SELECTION_QUESTION);
+    const sent = transport === "sse" ? traffic.chatBodies[1] : traffic.wsAsks[1];
+    assert.equal(sent.selected_text, selected, "the request carried the selected text");
+    assert.equal(sent.page_url, `${server.base}/demo`, "and the page it came from");
+    const opening = transport === "sse" ? traffic.chatBodies[0] : traffic.wsAsks[0];
+    assert.equal(opening.session_id, undefined, "the first question starts a session");
+    const stored = await page.evaluate(() => Object.keys(localStorage)
+      .filter((k) => k.startsWith("chat-widget:session:")).map((k) => localStorage.getItem(k))[0]);
+    assert.match(stored || "", /^[A-Za-z0-9_-]{22}$/, "the server-issued session id is kept in localStorage");
+    assert.equal(sent.session_id, stored, "the follow-up continues that session");
+    const secondText = await second.locator(".chat-widget__answer").innerText();
+    assert.match(secondText, /From your selection:/, "the answer quotes the selection");
+    const firstSentence = selected.split(/(?<=\.)\s/)[0];
+    assert.ok(secondText.replace(/\s+/g, " ").includes(firstSentence.slice(0, 40)), "with the selection's own words");
+    log(`${transport}: "Ask about this selection" sent selected_text (${selected.length} characters) and the answer quotes it`);
+
+    // Feedback on the first answer.
+    const feedback = page.waitForResponse((r) => r.url().endsWith("/feedback"));
+    await first.getByRole("button", { name: "Helpful", exact: true }).click();
+    assert.equal((await feedback).status(), 204);
+    await page.waitForFunction(() => document.querySelector(".chat-widget__thumb[aria-pressed='true']"));
+    log(`${transport}: feedback thumbs: POST .../feedback answered 204`);
+
+    // Screenshots with an answer in the open panel, light and dark.
+    fs.mkdirSync(ARTIFACTS, { recursive: true });
+    await first.scrollIntoViewIfNeeded();
+    await page.screenshot({ path: path.join(ARTIFACTS, `widget-light-${transport}.png`) });
+    await axeCheck(page, `${transport}: light theme, panel open`);
+    await page.getByRole("button", { name: "Switch between dark and light mode" }).click();
+    assert.equal(await page.evaluate(() => document.documentElement.dataset.theme), "dark");
+    const panelBackground = await page.locator(".chat-widget__panel").evaluate((node) => getComputedStyle(node).backgroundColor);
+    assert.equal(panelBackground, "rgb(36, 37, 38)", "the panel follows the dark theme");
+    await page.screenshot({ path: path.join(ARTIFACTS, `widget-dark-${transport}.png`) });
+    await axeCheck(page, `${transport}: dark theme, panel open`);
+
+    // Keyboard: Tab stays inside the open panel, Escape closes it and focus goes back.
+    await page.getByLabel("Your question").focus();
+    for (let i = 0; i < 25; i += 1) {
+      await page.keyboard.press(i % 7 === 6 ? "Shift+Tab" : "Tab");
+      const inside = await page.evaluate(() => document.querySelector(".chat-widget__panel").contains(document.activeElement));
+      assert.ok(inside, `focus stays in the panel (Tab ${i + 1})`);
+    }
+    await page.keyboard.press("Escape");
+    await dialog.waitFor({ state: "hidden" });
+    assert.ok(await launcher.evaluate((node) => node === document.activeElement), "Escape returns focus to the button");
+    assert.equal(await launcher.getAttribute("aria-expanded"), "false");
+    log(`${transport}: keyboard: focus trapped in the panel, Escape closes it and focus returns to the button`);
+
+    // Reload: the conversation comes back from GET /session/{id}.
+    await page.reload();
+    await launcher.click();
+    await page.locator(".chat-widget__msg--bot").nth(1).waitFor({ timeout: TIMEOUT });
+    assert.equal(await page.locator(".chat-widget__msg--user").count(), 2);
+    assert.equal(await page.locator(".chat-widget__msg--bot").count(), 2);
+    assert.match(await page.locator(".chat-widget__msg--user").first().innerText(), /ZMP/);
+    assert.equal(
+      await page.locator(".chat-widget__msg--bot").first().getByRole("button", { name: "Helpful", exact: true }).getAttribute("aria-pressed"),
+      "true",
+      "the rating is restored too"
+    );
+    await checkSourceLinks(page, page.locator(".chat-widget__msg--bot").first(), server.base);
+    log(`${transport}: reload: both questions and answers restored, with sources and the rating`);
+
+    // New chat: forgotten here and deleted on the server.
+    const deleted = page.waitForResponse((r) => r.request().method() === "DELETE");
+    await page.getByRole("button", { name: "Start a new chat" }).click();
+    assert.equal((await deleted).status(), 204);
+    assert.equal(await page.locator(".chat-widget__msg").count(), 0);
+    assert.equal(await page.evaluate(() => Object.keys(localStorage).filter((k) => k.startsWith("chat-widget:session:")).length), 0);
+    await page.reload();
+    await launcher.click();
+    await page.waitForTimeout(300);
+    assert.equal(await page.locator(".chat-widget__msg").count(), 0, "a new chat stays new after a reload");
+    log(`${transport}: New chat: DELETE /session/{id} answered 204, nothing restored after a reload`);
+
+    // A source link, followed: the book's page at the cited heading.
+    await askAndWait(page, QUESTION);
+    const link = (await lastAnswer(page)).locator(".chat-widget__sources a").first();
+    const href = await link.getAttribute("href");
+    await link.click();
+    await page.waitForURL(href);
+    const target = await page.evaluate(() => document.querySelector(":target") && document.querySelector(":target").id);
+    assert.equal(target, decodeURIComponent(new URL(href).hash.slice(1)), "the cited heading is the target");
+    log(`${transport}: following a source link opens ${new URL(href).pathname}${new URL(href).hash}`);
+
+    // The server goes away: the reader is told so in plain words, with a way to try again.
+    await page.goto(`${server.base}/demo`);
+    await launcher.click();
+    await server.stop();
+    await page.getByLabel("Your question").fill(QUESTION);
+    await page.getByLabel("Your question").press("Enter");
+    const error = page.locator(".chat-widget__status--error");
+    await error.waitFor({ timeout: TIMEOUT });
+    assert.match(await error.innerText(), /Can't reach the chat service at http:\/\/127\.0\.0\.1:\d+\. It may be down/);
+    await page.getByRole("button", { name: "Try again" }).waitFor();
+    await page.screenshot({ path: path.join(ARTIFACTS, `widget-server-stopped-${transport}.png`) });
+    log(`${transport}: server stopped: "${await error.locator("span").first().innerText()}"`);
+
+    assert.deepEqual(problems, [], "no script errors or CSP violations on the page");
+    await context.close();
+  } finally {
+    await server.stop();
+  }
+}
+
+/** A chat budget of one question: the second is refused with 429 and the reader told when to retry. */
+async function rateLimited(browser) {
+  const server = await startServer({
+    // RATE_LIMIT_PER_MINUTE=0 would turn every per-client budget off, the chat one included.
+    RATE_LIMIT_PER_MINUTE: "600",
+    RATE_LIMIT_BURST: "100",
+    CHAT_RATE_LIMIT_PER_MINUTE: "1",
+    CHAT_RATE_LIMIT_BURST: "1",
+  });
+  try {
+    const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+    const { page } = await openDemo(context, server.base, "sse");
+    await page.goto(`${server.base}/demo`);
+    await page.getByRole("button", { name: /^Open chat/ }).click();
+    await askAndWait(page, QUESTION);
+    const refused = page.waitForResponse((r) => r.url().endsWith("/chat"));
+    await page.getByLabel("Your question").fill("How does a capture point work?");
+    await page.getByLabel("Your question").press("Enter");
+    assert.equal((await refused).status(), 429);
+    const error = page.locator(".chat-widget__status--error");
+    await error.waitFor({ timeout: TIMEOUT });
+    const text = await error.innerText();
+    assert.match(text, /Too many questions in a short time\. You can ask again in \d+ seconds\./);
+    const retry = page.getByRole("button", { name: /Try again in \d+ s/ });
+    assert.ok(await retry.isDisabled(), "retry waits for Retry-After");
+    log(`rate limit: "${await error.locator("span").first().innerText()}", "${await retry.innerText()}" disabled until then`);
+    await context.close();
+  } finally {
+    await server.stop();
+  }
+}
+
+async function main() {
+  assert.ok(fs.existsSync(HOST), `${HOST} is missing (cargo build --release -p host)`);
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+  });
+  let skipped = 0;
+  try {
+    const probe = await startServer();
+    const ws = await websocketSupport(probe.base);
+    await probe.stop();
+    if (ws.ok) {
+      await run(browser, "auto");
+    } else {
+      skipped += 1;
+      log(`WebSocket part skipped: ${ws.reason}`);
+      if (REQUIRE_ALL) throw new Error(`TEST_REQUIRE_BROWSER=1: the WebSocket part cannot be skipped (${ws.reason})`);
+    }
+    await run(browser, "sse");
+    await rateLimited(browser);
+  } finally {
+    await browser.close();
+  }
+  log(`passed${skipped ? ` (${skipped} part skipped, see above)` : ""}; screenshots in ${path.relative(ROOT, ARTIFACTS)}/`);
+}
+
+main().catch((error) => {
+  process.stderr.write(`browser-test: FAILED: ${error.stack || error}\n`);
+  process.exit(1);
+});
