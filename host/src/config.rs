@@ -225,6 +225,34 @@ pub struct ServerSettings {
     /// How long in-flight requests may finish after SIGTERM, in seconds.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
+
+    #[command(flatten)]
+    pub websocket: WebSocketSettings,
+}
+
+/// `GET /chat/ws`: keep-alive and per-connection limits.
+#[derive(Debug, Clone, Args)]
+pub struct WebSocketSettings {
+    /// Seconds between the server's pings; a connection whose pong has not come by the next
+    /// ping is closed. 0: no pings.
+    #[arg(long, env = "WS_PING_INTERVAL_SECS", default_value_t = 20)]
+    pub ws_ping_interval_secs: u64,
+
+    /// Seconds a connection may stay without a message from the client while no answer is in
+    /// flight; then it is closed (1001). Pongs do not count. 0: no idle timeout.
+    #[arg(long, env = "WS_IDLE_TIMEOUT_SECS", default_value_t = 300)]
+    pub ws_idle_timeout_secs: u64,
+
+    /// Largest client message, in bytes: a larger one gets a `message_too_large` frame, one
+    /// over 16 times this closes the connection (1009).
+    #[arg(long, env = "WS_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
+    pub ws_max_message_bytes: usize,
+
+    /// Messages one connection may send per minute (asks, cancels, pings, bad frames alike);
+    /// beyond it they get `too_many_messages`, and a client that keeps sending is closed
+    /// (1008). 0: no limit.
+    #[arg(long, env = "WS_MAX_MESSAGES_PER_MINUTE", default_value_t = 60)]
+    pub ws_max_messages_per_minute: u32,
 }
 
 impl ServerSettings {

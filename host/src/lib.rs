@@ -22,6 +22,7 @@ pub mod sqlite;
 pub mod state;
 pub mod stdio;
 pub mod variables;
+pub mod websocket;
 
 /// Host-side bindings of the Spin interfaces in `wit/`.
 pub mod bindings {

@@ -46,3 +46,17 @@ pub fn instantiated(component: &str, took: Duration) {
 pub fn in_flight(count: usize) {
     metrics::gauge!("http_requests_in_flight").set(count as f64);
 }
+
+pub fn websocket_opened() {
+    metrics::gauge!("websocket_connections_open").increment(1.0);
+}
+
+pub fn websocket_closed() {
+    metrics::gauge!("websocket_connections_open").decrement(1.0);
+}
+
+/// One ask over the WebSocket, by how it ended: `done`, `error`, `cancelled`, or `abandoned`
+/// (the connection closed while it streamed).
+pub fn websocket_ask(outcome: &'static str) {
+    metrics::counter!("websocket_asks_total", "outcome" => outcome).increment(1);
+}

@@ -1,6 +1,7 @@
 //! The HTTP server: axum with request ids, tracing, TCP_NODELAY, per-client rate limits,
-//! `/metrics` (behind a bearer token, or on its own loopback listener), and a graceful
-//! shutdown that drains in-flight requests. CORS is the components' (`allowed_origins`), so it
+//! `/metrics` (behind a bearer token, or on its own loopback listener), the chat WebSocket
+//! (`/chat/ws`, [`crate::websocket`]), and a graceful shutdown that drains in-flight requests
+//! and WebSocket answers. CORS is the components' (`allowed_origins`), so it
 //! is the same under `spin up`; the runner only puts the same headers on the answers it makes
 //! itself.
 
@@ -13,7 +14,7 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use axum::middleware::Next;
-use axum::routing::get;
+use axum::routing::{any, get};
 use axum::serve::ListenerExt;
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -28,6 +29,7 @@ use crate::config::ServerSettings;
 use crate::errors::json_error;
 use crate::rate_limit::{self, RateLimits};
 use crate::runtime::{Incoming, Runtime};
+use crate::websocket::{self, ChatSocket, Sockets};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -73,32 +75,66 @@ impl MetricsAccess {
 }
 
 pub fn router(runtime: Arc<Runtime>, settings: &ServerSettings) -> Result<Router> {
+    build(runtime, settings, &Sockets::new())
+}
+
+fn build(runtime: Arc<Runtime>, settings: &ServerSettings, sockets: &Sockets) -> Result<Router> {
     let base_path = settings.base_path();
-    let mut router = Router::new();
-    if !settings.metrics_token.trim().is_empty() {
-        router = router.route(
-            &format!("{base_path}/metrics"),
-            get(metrics).with_state(MetricsAccess::new(runtime.clone(), settings)),
-        );
-    }
     let allowed_origins = Arc::new(AllowedOrigins::parse(
         runtime
             .variables
             .get("allowed_origins")
             .map_or("", |resolved| resolved.value.as_str()),
     ));
-    let router = router.fallback(dispatch).with_state(AppState {
-        runtime,
+    let limits = RateLimits::from_settings(settings)?;
+    let state = AppState {
+        runtime: runtime.clone(),
         base_path: Arc::from(base_path.as_str()),
-    });
-    let router = match RateLimits::from_settings(settings)? {
+    };
+    // What a WebSocket ask is sent through: the same layers and request path as HTTP.
+    let requests = with_layers(
+        Router::new().fallback(dispatch).with_state(state.clone()),
+        limits.clone(),
+        allowed_origins.clone(),
+    );
+    let mut router = Router::new();
+    if !settings.metrics_token.trim().is_empty() {
+        router = router.route(
+            &format!("{base_path}/metrics"),
+            get(metrics).with_state(MetricsAccess::new(runtime, settings)),
+        );
+    }
+    let chat_socket = ChatSocket::new(
+        requests,
+        &base_path,
+        allowed_origins.clone(),
+        settings.websocket.clone(),
+        sockets.clone(),
+    );
+    let router = router
+        .route(
+            &format!("{base_path}/chat/ws"),
+            any(websocket::upgrade).with_state(chat_socket),
+        )
+        .fallback(dispatch)
+        .with_state(state);
+    Ok(with_layers(router, limits, allowed_origins))
+}
+
+/// Rate limits, CORS on the runner's own answers, request ids and the request span.
+fn with_layers(
+    router: Router,
+    limits: Option<Arc<RateLimits>>,
+    allowed_origins: Arc<AllowedOrigins>,
+) -> Router {
+    let router = match limits {
         Some(limits) => router.layer(axum::middleware::from_fn_with_state(
             limits,
             rate_limit::enforce,
         )),
         None => router,
     };
-    Ok(router
+    router
         .layer(axum::middleware::from_fn_with_state(
             allowed_origins,
             cors_on_runner_answers,
@@ -112,7 +148,7 @@ pub fn router(runtime: Arc<Runtime>, settings: &ServerSettings) -> Result<Router
                 .unwrap_or("-");
             tracing::info_span!("request", method = %request.method(), path = %loggable_path(request.uri().path()), request_id = %id)
         }))
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid)))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
 }
 
 /// The path as logs show it. A session id is a bearer secret (whoever holds it reads and
@@ -236,8 +272,9 @@ pub async fn serve_on(
     settings: &ServerSettings,
 ) -> Result<()> {
     let local = listener.local_addr()?;
-    let app =
-        router(runtime.clone(), settings)?.into_make_service_with_connect_info::<SocketAddr>();
+    let sockets = Sockets::new();
+    let app = build(runtime.clone(), settings, &sockets)?
+        .into_make_service_with_connect_info::<SocketAddr>();
     if let Some(addr) = settings.metrics_addr {
         let metrics_app = metrics_router(runtime, settings)?;
         let metrics_listener = TcpListener::bind(addr)
@@ -257,18 +294,36 @@ pub async fn serve_on(
     });
     let (signalled_tx, signalled_rx) = tokio::sync::watch::channel(false);
     let grace = Duration::from_secs(settings.shutdown_grace_secs);
+    let draining = sockets.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown_signal().await;
         tracing::info!("shutting down: draining in-flight requests");
+        draining.drain();
         let _ = signalled_tx.send(true);
     });
     let mut signalled = signalled_rx;
+    // Upgraded connections are no longer the HTTP server's: their answers are waited for here.
+    let drained = async {
+        server.await?;
+        if sockets.count() > 0 {
+            tracing::info!(
+                open = sockets.count(),
+                "waiting for WebSocket answers in flight"
+            );
+        }
+        sockets.closed().await;
+        std::io::Result::Ok(())
+    };
     tokio::select! {
-        result = server => result.context("server failed")?,
+        result = drained => result.context("server failed")?,
         _ = async {
             let _ = signalled.wait_for(|s| *s).await;
             tokio::time::sleep(grace).await;
-        } => tracing::warn!("grace period over; closing remaining connections"),
+        } => {
+            tracing::warn!("grace period over; closing remaining connections");
+            sockets.close_all();
+            let _ = tokio::time::timeout(Duration::from_secs(3), sockets.closed()).await;
+        }
     }
     tracing::info!("stopped");
     Ok(())

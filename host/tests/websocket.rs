@@ -1,0 +1,772 @@
+//! `GET /chat/ws` end to end: the real runner binary serving the project's spin.toml with the
+//! real chat component, in the keyless mode over the sample book (or with the model double
+//! where an answer has to stall or crawl), driven by a WebSocket client.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use support::free_port;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use upstream_doubles::{Doubles, Endpoint, Fault};
+
+const QUESTION: &str = "What is the zero moment point of a walking robot?";
+const FOLLOW_UP: &str = "How does the support polygon keep a robot balanced?";
+/// Long enough for any frame of these answers; a test that waits longer has failed.
+const FRAME_TIMEOUT: Duration = Duration::from_secs(30);
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The runner binary on a free port, its log in a file.
+struct Runner {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+    data_dir: tempfile::TempDir,
+}
+
+impl Runner {
+    /// Keyless over the sample book, with `env` on top (rate limits off unless `env` sets them).
+    async fn start(env: &[(&str, &str)]) -> Runner {
+        let data_dir = support::data_dir_with_book_index().await;
+        let port = free_port();
+        let log = data_dir.path().join("runner.log");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_host"));
+        command
+            .arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("SPIN_MANIFEST", support::workspace().join("spin.toml"))
+            .env("PORT", port.to_string())
+            .env("BIND_ADDR", "127.0.0.1")
+            .env("DATA_DIR", data_dir.path())
+            .env(
+                "COMPILE_CACHE_DIR",
+                support::workspace().join("target/test-compile-cache"),
+            )
+            .env("RATE_LIMIT_PER_MINUTE", "0")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut runner = Runner {
+            child: command.spawn().unwrap(),
+            port,
+            log,
+            data_dir,
+        };
+        runner.wait_ready().await;
+        runner
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < deadline {
+            if let Ok(response) = reqwest::get(self.url("/health")).await {
+                if response.status() == 200 {
+                    return;
+                }
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("the runner exited with {status}: {}", self.log_text());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the runner did not become ready: {}", self.log_text());
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn ws_url(&self) -> String {
+        format!("ws://127.0.0.1:{}/chat/ws", self.port)
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// The stored messages of a session, through the API.
+    async fn history(&self, session_id: &str) -> Vec<Value> {
+        let response = reqwest::get(self.url(&format!("/session/{session_id}")))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.unwrap();
+        body["messages"].as_array().unwrap().clone()
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Opens the socket with these extra request headers (`Origin`, `X-Forwarded-For`).
+async fn try_connect(runner: &Runner, headers: &[(&str, &str)]) -> Result<Socket, WsError> {
+    let mut request = runner.ws_url().into_client_request().unwrap();
+    for (name, value) in headers {
+        request.headers_mut().insert(
+            tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
+    }
+    tokio_tungstenite::connect_async(request)
+        .await
+        .map(|(socket, response)| {
+            assert_eq!(response.status(), 101);
+            socket
+        })
+}
+
+async fn connect(runner: &Runner) -> Socket {
+    try_connect(runner, &[]).await.unwrap()
+}
+
+async fn send(socket: &mut Socket, frame: Value) {
+    socket
+        .send(Message::Text(frame.to_string().into()))
+        .await
+        .unwrap();
+}
+
+/// What the server sent next, apart from keep-alive pings.
+enum Received {
+    Frame(Value),
+    Closed(Option<CloseFrame>),
+}
+
+async fn receive(socket: &mut Socket) -> Received {
+    loop {
+        let message = tokio::time::timeout(FRAME_TIMEOUT, socket.next())
+            .await
+            .expect("no frame within the timeout");
+        match message {
+            Some(Ok(Message::Text(text))) => {
+                return Received::Frame(serde_json::from_str(&text).unwrap())
+            }
+            Some(Ok(Message::Close(frame))) => return Received::Closed(frame),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            Some(Ok(other)) => panic!("unexpected message {other:?}"),
+            Some(Err(err)) => panic!("socket failed: {err}"),
+            None => return Received::Closed(None),
+        }
+    }
+}
+
+async fn frame(socket: &mut Socket) -> Value {
+    match receive(socket).await {
+        Received::Frame(frame) => frame,
+        Received::Closed(close) => panic!("closed instead of a frame: {close:?}"),
+    }
+}
+
+/// Reads until the connection closes; the close frame, if one came.
+async fn close_frame(socket: &mut Socket) -> CloseFrame {
+    loop {
+        match receive(socket).await {
+            Received::Frame(frame) => panic!("a frame instead of the close: {frame}"),
+            Received::Closed(Some(close)) => return close,
+            Received::Closed(None) => panic!("the connection ended without a close frame"),
+        }
+    }
+}
+
+/// Every frame about ask `id` until its last (`done`, `error` or `cancelled`).
+async fn frames_until_end(socket: &mut Socket, id: &str) -> Vec<Value> {
+    let mut frames = Vec::new();
+    loop {
+        let frame = frame(socket).await;
+        assert_eq!(frame["id"], id, "{frame}");
+        let last = matches!(frame["type"].as_str(), Some("done" | "error" | "cancelled"));
+        frames.push(frame);
+        if last {
+            return frames;
+        }
+    }
+}
+
+fn types(frames: &[Value]) -> Vec<&str> {
+    frames.iter().map(|f| f["type"].as_str().unwrap()).collect()
+}
+
+fn answer_text(frames: &[Value]) -> String {
+    frames
+        .iter()
+        .filter(|f| f["type"] == "delta")
+        .map(|f| f["text"].as_str().unwrap())
+        .collect()
+}
+
+/// Asks and expects a complete answer: sources, deltas, done.
+async fn ask_answered(socket: &mut Socket, id: &str, ask: Value) -> Vec<Value> {
+    let mut ask = ask;
+    ask["type"] = "ask".into();
+    ask["id"] = id.into();
+    send(socket, ask).await;
+    let frames = frames_until_end(socket, id).await;
+    let kinds = types(&frames);
+    assert_eq!(kinds.first(), Some(&"sources"), "{frames:?}");
+    assert_eq!(kinds.last(), Some(&"done"), "{frames:?}");
+    assert!(
+        kinds[1..kinds.len() - 1].iter().all(|k| *k == "delta") && kinds.len() > 2,
+        "{frames:?}"
+    );
+    frames
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ask_streams_a_cited_answer_and_a_follow_up_continues_its_session() {
+    let runner = Runner::start(&[]).await;
+    let mut socket = connect(&runner).await;
+
+    let first = ask_answered(&mut socket, "q1", json!({"query": QUESTION})).await;
+    let sources = &first[0];
+    let session_id = sources["session_id"].as_str().unwrap().to_owned();
+    let cited = sources["sources"].as_array().unwrap();
+    assert!(!cited.is_empty(), "{sources}");
+    assert!(
+        cited[0]["url"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://example.github.io/physical-ai-book/docs/"),
+        "{sources}"
+    );
+    let done = first.last().unwrap();
+    assert_eq!(done["session_id"], session_id.as_str());
+    let text = answer_text(&first);
+    assert!(!text.is_empty());
+
+    // The same question over HTTP gets the same answer: the runner adds nothing of its own.
+    let over_http: Value = reqwest::Client::new()
+        .post(runner.url("/chat"))
+        .json(&json!({"query": QUESTION}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(over_http["answer"].as_str(), Some(text.as_str()));
+    assert_eq!(over_http["sources"], sources["sources"]);
+
+    let stored = runner.history(&session_id).await;
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    assert_eq!(stored[1]["id"], done["message_id"]);
+    assert_eq!(stored[1]["content"].as_str(), Some(text.as_str()));
+    assert_eq!(stored[1]["status"], "complete");
+
+    let second = ask_answered(
+        &mut socket,
+        "q2",
+        json!({"query": FOLLOW_UP, "session_id": session_id}),
+    )
+    .await;
+    assert_eq!(second[0]["session_id"], session_id.as_str());
+    let done = second.last().unwrap();
+    assert_eq!(done["session_id"], session_id.as_str());
+    let stored = runner.history(&session_id).await;
+    assert_eq!(stored.len(), 4, "{stored:?}");
+    assert_eq!(stored[2]["content"], FOLLOW_UP);
+    assert_eq!(stored[3]["id"], done["message_id"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_asks_are_error_frames_with_the_http_code_and_the_connection_stays_usable() {
+    let runner = Runner::start(&[]).await;
+    let mut socket = connect(&runner).await;
+
+    // A session id of the right shape that the server never issued.
+    send(
+        &mut socket,
+        json!({"type": "ask", "id": "u1", "query": QUESTION, "session_id": "Zq3-vT_8kLmN0pQrStUvWx"}),
+    )
+    .await;
+    let error = frame(&mut socket).await;
+    assert_eq!(error["type"], "error", "{error}");
+    assert_eq!(error["id"], "u1");
+    assert_eq!(error["code"], "not_found");
+
+    for (ask, field) in [
+        (json!({"query": QUESTION, "top_k": 99}), "top_k"),
+        (json!({"query": "   "}), "query"),
+        (json!({"query": QUESTION, "sessionId": "x"}), "sessionId"),
+    ] {
+        let mut ask = ask;
+        ask["type"] = "ask".into();
+        ask["id"] = "u2".into();
+        send(&mut socket, ask.clone()).await;
+        let error = frame(&mut socket).await;
+        assert_eq!(error["type"], "error", "{ask}: {error}");
+        assert_eq!(error["id"], "u2");
+        assert_eq!(error["code"], "invalid_request", "{ask}: {error}");
+        assert_eq!(error["field"], field, "{ask}: {error}");
+    }
+
+    ask_answered(&mut socket, "u3", json!({"query": QUESTION})).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_frames_get_bad_frame_errors_and_the_connection_stays_usable() {
+    let runner = Runner::start(&[]).await;
+    let mut socket = connect(&runner).await;
+
+    for text in [
+        "not json",
+        "[1, 2]",
+        r#"{"type": "shout", "id": "b1"}"#,
+        r#"{"query": "no type"}"#,
+    ] {
+        socket.send(Message::Text(text.into())).await.unwrap();
+        let error = frame(&mut socket).await;
+        assert_eq!(error["type"], "error", "{text}: {error}");
+        assert_eq!(error["code"], "bad_frame", "{text}: {error}");
+    }
+    send(&mut socket, json!({"type": "ask", "query": QUESTION})).await;
+    let error = frame(&mut socket).await;
+    assert_eq!(error["code"], "bad_frame");
+    assert_eq!(error["field"], "id");
+    socket
+        .send(Message::Binary(vec![1u8, 2, 3].into()))
+        .await
+        .unwrap();
+    let error = frame(&mut socket).await;
+    assert_eq!(error["code"], "bad_frame", "{error}");
+
+    send(&mut socket, json!({"type": "ping"})).await;
+    assert_eq!(frame(&mut socket).await, json!({"type": "pong"}));
+    ask_answered(&mut socket, "b2", json!({"query": QUESTION})).await;
+}
+
+/// The model streams a long answer slowly, so it is in flight while the client asks again and
+/// cancels; its next answers are short.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ask_while_one_streams_is_busy_and_cancel_stores_the_answer_incomplete() {
+    const WORDS: u32 = 100;
+    let model = start_slow_model(&[WORDS, 3]).await;
+    let runner = Runner::start(&[
+        ("SPIN_VARIABLE_OPENAI_API_KEY", "test-openai-key"),
+        ("SPIN_VARIABLE_OPENAI_BASE_URL", &model),
+    ])
+    .await;
+    let mut socket = connect(&runner).await;
+
+    send(
+        &mut socket,
+        json!({"type": "ask", "id": "c1", "query": QUESTION}),
+    )
+    .await;
+    let mut frames = vec![frame(&mut socket).await];
+    assert_eq!(frames[0]["type"], "sources", "{frames:?}");
+    let session_id = frames[0]["session_id"].as_str().unwrap().to_owned();
+    frames.push(frame(&mut socket).await);
+    assert_eq!(frames[1]["type"], "delta", "{frames:?}");
+    assert_eq!(frames[1]["id"], "c1");
+
+    send(
+        &mut socket,
+        json!({"type": "ask", "id": "c2", "query": FOLLOW_UP}),
+    )
+    .await;
+    // Deltas of c1 keep coming around the answers to c2 and to the cancel.
+    let busy = loop {
+        let frame = frame(&mut socket).await;
+        if frame["type"] != "delta" {
+            break frame;
+        }
+        frames.push(frame);
+    };
+    assert_eq!(busy["type"], "error", "{busy}");
+    assert_eq!(busy["code"], "busy");
+    assert_eq!(busy["id"], "c2");
+
+    send(&mut socket, json!({"type": "cancel", "id": "c1"})).await;
+    let cancelled = loop {
+        let frame = frame(&mut socket).await;
+        if frame["type"] != "delta" {
+            break frame;
+        }
+        frames.push(frame);
+    };
+    assert_eq!(cancelled, json!({"type": "cancelled", "id": "c1"}));
+    let received = answer_text(&frames);
+
+    // The component saves what it had once its next write finds the client gone.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let stored = loop {
+        let stored = runner.history(&session_id).await;
+        if stored.len() == 2 && stored[1]["content"] != "" {
+            break stored;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cancelled answer was not saved: {stored:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(stored[1]["status"], "incomplete", "{stored:?}");
+    let content = stored[1]["content"].as_str().unwrap();
+    assert!(
+        content.starts_with(&received),
+        "{content:?} vs {received:?}"
+    );
+    assert!(
+        !content.contains(&format!("word{}", WORDS - 1)),
+        "the answer was not cut: {content}"
+    );
+
+    // The connection takes the next ask.
+    let frames = ask_answered(
+        &mut socket,
+        "c3",
+        json!({"query": QUESTION, "session_id": session_id}),
+    )
+    .await;
+    let stored = runner.history(&session_id).await;
+    assert_eq!(stored.len(), 4, "{stored:?}");
+    assert_eq!(stored[3]["id"], frames.last().unwrap()["message_id"]);
+    assert_eq!(stored[3]["status"], "complete");
+}
+
+/// What the model double does wrong reaches the client as the HTTP client would see it: a
+/// refusal before the stream as an error frame with the JSON error's code, a cut stream as the
+/// stream's own error event.
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_failures_arrive_as_error_frames() {
+    let doubles = Doubles::start().await;
+    let model = doubles.openai_base_url();
+    let runner = Runner::start(&[
+        ("SPIN_VARIABLE_OPENAI_API_KEY", "test-openai-key"),
+        ("SPIN_VARIABLE_OPENAI_BASE_URL", &model),
+    ])
+    .await;
+    let mut socket = connect(&runner).await;
+
+    doubles.push_faults(Endpoint::OpenAiChat, Fault::server_error(), 3);
+    send(
+        &mut socket,
+        json!({"type": "ask", "id": "f1", "query": QUESTION}),
+    )
+    .await;
+    let frames = frames_until_end(&mut socket, "f1").await;
+    assert_eq!(types(&frames), ["error"], "{frames:?}");
+    assert_eq!(frames[0]["code"], "upstream_unavailable", "{frames:?}");
+
+    doubles.push_fault(Endpoint::OpenAiChat, Fault::CutStream);
+    send(
+        &mut socket,
+        json!({"type": "ask", "id": "f2", "query": QUESTION}),
+    )
+    .await;
+    let frames = frames_until_end(&mut socket, "f2").await;
+    let kinds = types(&frames);
+    assert_eq!(kinds.first(), Some(&"sources"), "{frames:?}");
+    assert!(kinds.contains(&"delta"), "{frames:?}");
+    assert_eq!(kinds.last(), Some(&"error"), "{frames:?}");
+    assert_eq!(frames.last().unwrap()["code"], "upstream_bad_response");
+
+    let frames = ask_answered(&mut socket, "f3", json!({"query": QUESTION})).await;
+    assert!(answer_text(&frames).contains("[1]"), "{frames:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn messages_over_the_size_and_rate_limits_are_refused_then_closed() {
+    let runner = Runner::start(&[
+        ("WS_MAX_MESSAGE_BYTES", "1024"),
+        ("WS_MAX_MESSAGES_PER_MINUTE", "6"),
+    ])
+    .await;
+    let mut socket = connect(&runner).await;
+    let long = "why ".repeat(300);
+    send(
+        &mut socket,
+        json!({"type": "ask", "id": "m1", "query": long}),
+    )
+    .await;
+    let error = frame(&mut socket).await;
+    assert_eq!(error["code"], "message_too_large", "{error}");
+    ask_answered(&mut socket, "m2", json!({"query": QUESTION})).await;
+
+    // Far over the limit: not read at all.
+    let huge = "x".repeat(1024 * 17);
+    socket.send(Message::Text(huge.into())).await.unwrap();
+    let close = close_frame(&mut socket).await;
+    assert_eq!(close.code, CloseCode::Size, "{close:?}");
+
+    // Six messages a minute: the seventh is refused, and a client that keeps sending is closed.
+    let mut socket = connect(&runner).await;
+    for _ in 0..6 {
+        send(&mut socket, json!({"type": "ping"})).await;
+        assert_eq!(frame(&mut socket).await["type"], "pong");
+    }
+    send(&mut socket, json!({"type": "ping"})).await;
+    let refused = frame(&mut socket).await;
+    assert_eq!(refused["code"], "too_many_messages", "{refused}");
+    assert!(refused["retry_after_secs"].as_u64().unwrap() >= 1);
+    for _ in 0..8 {
+        send(&mut socket, json!({"type": "ping"})).await;
+        assert_eq!(frame(&mut socket).await["code"], "too_many_messages");
+    }
+    send(&mut socket, json!({"type": "ping"})).await;
+    let close = close_frame(&mut socket).await;
+    assert_eq!(close.code, CloseCode::Policy, "{close:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_origin_is_checked_against_the_cors_list_before_the_upgrade() {
+    let runner = Runner::start(&[("ALLOWED_ORIGINS", "http://book.example")]).await;
+    match try_connect(&runner, &[("origin", "http://evil.example")]).await {
+        Err(WsError::Http(response)) => {
+            assert_eq!(response.status(), 403);
+            let body: Value = serde_json::from_slice(response.body().as_deref().unwrap()).unwrap();
+            assert_eq!(body["error"]["code"], "origin_not_allowed");
+        }
+        other => panic!("a refused origin was let in: {:?}", other.map(|_| ())),
+    }
+    let self_origin = format!("http://127.0.0.1:{}", runner.port);
+    for origin in [
+        Some("http://book.example"),
+        Some(self_origin.as_str()),
+        None,
+    ] {
+        let headers: Vec<(&str, &str)> = origin.iter().map(|o| ("origin", *o)).collect();
+        let mut socket = try_connect(&runner, &headers)
+            .await
+            .unwrap_or_else(|err| panic!("{origin:?} was refused: {err}"));
+        send(&mut socket, json!({"type": "ping"})).await;
+        assert_eq!(frame(&mut socket).await["type"], "pong");
+    }
+
+    // Without WebSocket headers the route says what it is.
+    let plain = reqwest::get(runner.ws_url().replace("ws://", "http://"))
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), 426);
+    let body: Value = plain.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "upgrade_required");
+}
+
+/// Behind a trusted proxy each reader has its own budget; asks spend the chat budget as
+/// POST /chat does, and the upgrade itself spends from the general one.
+#[tokio::test(flavor = "multi_thread")]
+async fn asks_spend_the_chat_budget_and_upgrades_the_general_one() {
+    let runner = Runner::start(&[
+        ("TRUSTED_PROXIES", "127.0.0.1/32"),
+        ("RATE_LIMIT_PER_MINUTE", "60"),
+        ("RATE_LIMIT_BURST", "8"),
+        ("CHAT_RATE_LIMIT_PER_MINUTE", "2"),
+        ("CHAT_RATE_LIMIT_BURST", "2"),
+    ])
+    .await;
+    let reader = [("x-forwarded-for", "198.51.100.7")];
+    let mut socket = try_connect(&runner, &reader).await.unwrap();
+    ask_answered(&mut socket, "r1", json!({"query": QUESTION})).await;
+    ask_answered(&mut socket, "r2", json!({"query": QUESTION})).await;
+    send(
+        &mut socket,
+        json!({"type": "ask", "id": "r3", "query": QUESTION}),
+    )
+    .await;
+    let limited = frame(&mut socket).await;
+    assert_eq!(limited["type"], "error", "{limited}");
+    assert_eq!(limited["id"], "r3");
+    assert_eq!(limited["code"], "rate_limited");
+    assert!(
+        limited["message"].as_str().unwrap().contains("chat"),
+        "{limited}"
+    );
+    assert!(limited["retry_after_secs"].as_u64().unwrap() >= 1);
+
+    // The same budget as HTTP: this reader's POST /chat is refused too, another reader's is not.
+    let client = reqwest::Client::new();
+    let post = |address: &'static str| {
+        client
+            .post(runner.url("/chat"))
+            .header("x-forwarded-for", address)
+            .json(&json!({"query": QUESTION}))
+            .send()
+    };
+    assert_eq!(post("198.51.100.7").await.unwrap().status(), 429);
+    let mut other = try_connect(&runner, &[("x-forwarded-for", "198.51.100.8")])
+        .await
+        .unwrap();
+    ask_answered(&mut other, "o1", json!({"query": QUESTION})).await;
+
+    // Upgrades count like any request: a burst of 8, then 429 before any upgrade.
+    let prober = [("x-forwarded-for", "198.51.100.9")];
+    let mut opened = Vec::new();
+    let refusal = loop {
+        match try_connect(&runner, &prober).await {
+            Ok(socket) => opened.push(socket),
+            Err(err) => break err,
+        }
+        assert!(opened.len() <= 8, "no upgrade was refused");
+    };
+    assert_eq!(opened.len(), 8);
+    match refusal {
+        WsError::Http(response) => assert_eq!(response.status(), 429),
+        other => panic!("{other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_connection_is_closed_and_a_silent_one_too() {
+    let runner = Runner::start(&[
+        ("WS_PING_INTERVAL_SECS", "1"),
+        ("WS_IDLE_TIMEOUT_SECS", "3"),
+    ])
+    .await;
+    // A client that answers pings but says nothing is closed for idleness, not before.
+    let mut socket = connect(&runner).await;
+    let opened = Instant::now();
+    let mut pings = 0;
+    let close = loop {
+        match tokio::time::timeout(FRAME_TIMEOUT, socket.next())
+            .await
+            .unwrap()
+        {
+            Some(Ok(Message::Ping(_))) => pings += 1,
+            Some(Ok(Message::Close(Some(close)))) => break close,
+            other => panic!("{other:?}"),
+        }
+    };
+    let lasted = opened.elapsed();
+    assert_eq!(close.code, CloseCode::Away, "{close:?}");
+    assert_eq!(close.reason.as_str(), "idle timeout");
+    assert!(pings >= 2, "{pings} pings");
+    assert!(
+        lasted >= Duration::from_millis(2900) && lasted < Duration::from_secs(6),
+        "{lasted:?}"
+    );
+
+    // A client that does not read answers no ping: closed at the ping after the unanswered one.
+    let mut silent = connect(&runner).await;
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    let close = close_frame(&mut silent).await;
+    assert_eq!(close.code, CloseCode::Away, "{close:?}");
+    assert_eq!(close.reason.as_str(), "no pong");
+}
+
+/// An OpenAI-compatible endpoint that streams one word every 150 ms: `words[n]` words in its
+/// n-th answer (the last count for every later one).
+async fn start_slow_model(words: &[u32]) -> String {
+    use axum::routing::post;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let counts = std::sync::Arc::new(words.to_vec());
+    let calls = std::sync::Arc::new(AtomicUsize::new(0));
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        post(move || {
+            let call = calls.fetch_add(1, Ordering::SeqCst);
+            let words = counts[call.min(counts.len() - 1)];
+            answer(words)
+        }),
+    );
+    async fn answer(words: u32) -> axum::response::Response {
+        let chunks = futures::stream::unfold(0u32, move |i| async move {
+            if i > words {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            let data = if i == words {
+                "[DONE]".to_owned()
+            } else {
+                json!({
+                    "id": "chatcmpl-slow", "object": "chat.completion.chunk", "created": 1,
+                    "model": "slow",
+                    "choices": [{"index": 0, "delta": {"content": format!("word{i} ")},
+                                 "finish_reason": null}],
+                })
+                .to_string()
+            };
+            Some((
+                Ok::<_, std::convert::Infallible>(format!("data: {data}\n\n")),
+                i + 1,
+            ))
+        });
+        axum::response::Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(axum::body::Body::from_stream(chunks))
+            .unwrap()
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_the_answer_in_flight_finish_then_closes_with_1001() {
+    const WORDS: u32 = 16;
+    let model = start_slow_model(&[WORDS]).await;
+    let mut runner = Runner::start(&[
+        ("SPIN_VARIABLE_OPENAI_API_KEY", "test-openai-key"),
+        ("SPIN_VARIABLE_OPENAI_BASE_URL", &model),
+        ("SHUTDOWN_GRACE_SECS", "30"),
+    ])
+    .await;
+    let mut idle = connect(&runner).await;
+    let mut socket = connect(&runner).await;
+    send(
+        &mut socket,
+        json!({"type": "ask", "id": "s1", "query": QUESTION}),
+    )
+    .await;
+    let mut frames = vec![frame(&mut socket).await];
+    assert_eq!(frames[0]["type"], "sources", "{:?}", frames[0]);
+    frames.push(frame(&mut socket).await);
+    assert_eq!(frames[1]["type"], "delta", "{:?}", frames[1]);
+
+    runner.terminate();
+    let signalled = Instant::now();
+    // A connection with nothing in flight is closed at once.
+    let close = close_frame(&mut idle).await;
+    assert_eq!(close.code, CloseCode::Away, "{close:?}");
+    assert!(signalled.elapsed() < Duration::from_secs(2));
+
+    frames.extend(frames_until_end(&mut socket, "s1").await);
+    let done = frames.last().unwrap();
+    assert_eq!(done["type"], "done", "{frames:?}");
+    let text = answer_text(&frames);
+    assert!(
+        text.contains(&format!("word{}", WORDS - 1)),
+        "the answer was cut: {text}"
+    );
+    let close = close_frame(&mut socket).await;
+    assert_eq!(close.code, CloseCode::Away, "{close:?}");
+
+    let status = runner.child.wait().unwrap();
+    assert!(status.success(), "{status}: {}", runner.log_text());
+    // The answer was stored complete before the process ended.
+    let session_id = done["session_id"].as_str().unwrap();
+    let database = runner.data_dir.path().join("default.db");
+    let status: String = rusqlite::Connection::open(&database)
+        .unwrap()
+        .query_row(
+            "SELECT status FROM messages WHERE id = ?1",
+            [done["message_id"].as_i64().unwrap()],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(status, "complete", "session {session_id}");
+}
