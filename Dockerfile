@@ -46,26 +46,31 @@ COPY components/chat/Cargo.toml components/chat/
 COPY components/session/Cargo.toml components/session/
 COPY components/health/Cargo.toml components/health/
 COPY components/openapi/Cargo.toml components/openapi/
+COPY components/assets/Cargo.toml components/assets/
 COPY host/Cargo.toml host/
 COPY tests/guest/Cargo.toml tests/guest/
 COPY tests/doubles/Cargo.toml tests/doubles/
 RUN for crate in components/core components/adapters components/chat components/session \
-                 components/health components/openapi host tests/guest tests/doubles; do \
+                 components/health components/openapi components/assets host tests/guest tests/doubles; do \
         mkdir -p "$crate/src" && touch "$crate/src/lib.rs"; \
     done \
     && echo 'fn main() {}' > host/src/main.rs \
+    && echo 'fn main() {}' > components/assets/build.rs \
     && cargo fetch --locked \
-    && cargo build --locked --release --target wasm32-wasip2 -p health -p chat -p session -p openapi \
+    && cargo build --locked --release --target wasm32-wasip2 -p health -p chat -p session -p openapi -p assets \
     && cargo build --locked --profile dist -p host
 
 # The sources. Their copies keep the build context's timestamps, which can be older than the
 # stub build above: touch them so cargo rebuilds the workspace's crates.
 COPY wit wit
 COPY openapi.json openapi.json
+# The assets component compiles in the widget (web/) and the sample book as its demo pages.
+COPY web web
+COPY book/docs book/docs
 COPY components components
 COPY host host
 RUN find components host -name '*.rs' -exec touch {} + \
-    && cargo build --locked --release --target wasm32-wasip2 -p health -p chat -p session -p openapi \
+    && cargo build --locked --release --target wasm32-wasip2 -p health -p chat -p session -p openapi -p assets \
     && cargo build --locked --profile dist -p host
 
 # The runtime's tree, assembled here so that the runtime stage needs no shell.
@@ -74,6 +79,7 @@ COPY book/docs /app/book/docs
 RUN mkdir -p /app/target/wasm32-wasip2/release /app/.data /app/cache /home/user \
     && cp target/wasm32-wasip2/release/health.wasm target/wasm32-wasip2/release/chat.wasm \
           target/wasm32-wasip2/release/session.wasm target/wasm32-wasip2/release/openapi.wasm \
+          target/wasm32-wasip2/release/assets.wasm \
           /app/target/wasm32-wasip2/release/ \
     && install -m 0755 target/dist/host /usr/local/bin/host
 

@@ -70,8 +70,8 @@ fn main() {
     let mut hashed_names = BTreeMap::new();
     code.push_str("const FILES: &[Asset] = &[\n");
     for file in &files {
-        let bytes = fs::read(&file.source)
-            .unwrap_or_else(|e| panic!("{}: {e}", file.source.display()));
+        let bytes =
+            fs::read(&file.source).unwrap_or_else(|e| panic!("{}: {e}", file.source.display()));
         let digest = hex(&Sha256::digest(&bytes));
         let name = format!("{}.{}.{}", file.stem, &digest[..12], file.ext);
         let stable = format!("{}.{}", file.stem, file.ext);
@@ -199,9 +199,10 @@ fn strip_mdx(body: &str) -> String {
             }
         } else if trimmed.starts_with("```") || trimmed.starts_with("~~~") {
             fence = Some(&trimmed[..3]);
-        } else if trimmed.starts_with("import ") || trimmed.starts_with("export ") {
-            continue;
-        } else if is_jsx_tag_line(trimmed) {
+        } else if trimmed.starts_with("import ")
+            || trimmed.starts_with("export ")
+            || is_jsx_tag_line(trimmed)
+        {
             continue;
         }
         out.push_str(line);
@@ -232,27 +233,82 @@ fn escape(text: &str) -> String {
     out
 }
 
-/// The body as HTML and the anchors of its headings below the title, in order. Raw HTML in the
-/// source is shown as text: the demo page's CSP allows no inline anything.
+/// The body as HTML and the anchors of its headings below the title, in order. Docusaurus
+/// admonitions (`:::tip Title` ... `:::`) become boxes; the Markdown inside is rendered as usual.
 fn render_markdown(body: &str) -> (String, Vec<String>) {
     let source = strip_mdx(body);
-    let options = Options::ENABLE_TABLES
-        | Options::ENABLE_HEADING_ATTRIBUTES
-        | Options::ENABLE_STRIKETHROUGH;
-    let mut html = String::new();
-    let mut anchors = Vec::new();
     let mut slugger = Slugger::default();
+    let mut anchors = Vec::new();
+    let mut html = String::new();
+    let mut segment = String::new();
+    let mut admonition: Option<(String, String)> = None;
+    let mut fence: Option<String> = None;
+    for line in source.lines() {
+        let trimmed = line.trim();
+        if let Some(marker) = &fence {
+            if trimmed.starts_with(marker.as_str()) {
+                fence = None;
+            }
+        } else if trimmed.starts_with("```") || trimmed.starts_with("~~~") {
+            fence = Some(trimmed[..3].to_owned());
+        } else if let Some(rest) = trimmed.strip_prefix(":::") {
+            let rest = rest.trim();
+            if rest.is_empty() {
+                if let Some((kind, title)) = admonition.take() {
+                    let inner = render_segment(&segment, &mut slugger, &mut anchors);
+                    segment.clear();
+                    writeln!(
+                        html,
+                        "<div class=\"admonition admonition-{kind}\"><p class=\"admonition-heading\">{title}</p>{inner}</div>",
+                        kind = escape(&kind),
+                        title = escape(&title)
+                    )
+                    .unwrap();
+                    continue;
+                }
+            } else if admonition.is_none() {
+                html.push_str(&render_segment(&segment, &mut slugger, &mut anchors));
+                segment.clear();
+                let (kind, title) = match rest.split_once([' ', '[']) {
+                    Some((kind, title)) => (kind, title.trim_end_matches(']').trim().to_owned()),
+                    None => (rest, String::new()),
+                };
+                let title = if title.is_empty() {
+                    humanize(kind)
+                } else {
+                    title
+                };
+                admonition = Some((kind.to_owned(), title));
+                continue;
+            }
+        }
+        segment.push_str(line);
+        segment.push('\n');
+    }
+    html.push_str(&render_segment(&segment, &mut slugger, &mut anchors));
+    (html, anchors)
+}
+
+fn render_segment(source: &str, slugger: &mut Slugger, anchors: &mut Vec<String>) -> String {
+    let options =
+        Options::ENABLE_TABLES | Options::ENABLE_HEADING_ATTRIBUTES | Options::ENABLE_STRIKETHROUGH;
+    let mut html = String::new();
     // A heading is written when it ends, once its text (and so its anchor) is known.
     let mut heading: Option<(HeadingLevel, Option<String>, String, String)> = None;
     let mut in_table_head = false;
-    for event in Parser::new_ext(&source, options) {
+    for event in Parser::new_ext(source, options) {
         let out = match heading.as_mut() {
             Some((_, _, _, inner)) => inner,
             None => &mut html,
         };
         match event {
             Event::Start(Tag::Heading { level, id, .. }) => {
-                heading = Some((level, id.map(|i| i.to_string()), String::new(), String::new()));
+                heading = Some((
+                    level,
+                    id.map(|i| i.to_string()),
+                    String::new(),
+                    String::new(),
+                ));
             }
             Event::End(TagEnd::Heading(_)) => {
                 let (level, id, text, inner) = heading.take().unwrap();
@@ -330,7 +386,11 @@ fn render_markdown(body: &str) -> (String, Vec<String>) {
                         format!(
                             "<a href=\"{}\"{}>",
                             escape(&dest_url),
-                            if external { " rel=\"noopener noreferrer\"" } else { "" }
+                            if external {
+                                " rel=\"noopener noreferrer\""
+                            } else {
+                                ""
+                            }
                         )
                     }
                     _ => String::new(),
@@ -364,11 +424,22 @@ fn render_markdown(body: &str) -> (String, Vec<String>) {
             _ => {}
         }
     }
-    (html, anchors)
+    html
 }
 
 fn humanize(dir: &str) -> String {
-    let name = docs::strip_number_prefix(dir).replace(['-', '_'], " ");
+    let name = docs::strip_number_prefix(dir)
+        .split(['-', '_'])
+        .map(|word| {
+            // `ros2` reads as the name it is.
+            if word.chars().any(|c| c.is_ascii_digit()) {
+                word.to_uppercase()
+            } else {
+                word.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
     let mut chars = name.chars();
     match chars.next() {
         Some(first) => first.to_uppercase().chain(chars).collect(),
@@ -398,19 +469,36 @@ fn page_html(
                 sidebar.push_str("</ul></li>\n");
             }
             if let Some(dir) = &dir {
-                let label = pages
+                let index_page = pages
                     .iter()
-                    .find(|p| p.page.rel_path == format!("{dir}/index.md"))
-                    .map(|p| p.page.title.clone())
-                    .unwrap_or_else(|| humanize(dir));
-                write!(
+                    .find(|p| p.page.rel_path == format!("{dir}/index.md"));
+                let label = match index_page {
+                    // The category's own page: its label links there, as in Docusaurus.
+                    Some(p) => {
+                        let active = std::ptr::eq(p, current);
+                        format!(
+                            "<a class=\"menu__category-label menu__link{}\" href=\"{{{{base}}}}{}\"{}>{}</a>",
+                            if active { " menu__link--active" } else { "" },
+                            escape(&p.page.url),
+                            if active { " aria-current=\"page\"" } else { "" },
+                            escape(&p.page.title)
+                        )
+                    }
+                    None => format!(
+                        "<span class=\"menu__category-label\">{}</span>",
+                        escape(&humanize(dir))
+                    ),
+                };
+                writeln!(
                     sidebar,
-                    "<li class=\"menu__category\"><span class=\"menu__category-label\">{}</span><ul class=\"menu__list\">\n",
-                    escape(&label)
+                    "<li class=\"menu__category\">{label}<ul class=\"menu__list\">"
                 )
                 .unwrap();
             }
             open_dir = dir;
+        }
+        if page.page.rel_path.ends_with("/index.md") {
+            continue;
         }
         let label = page.page.sidebar_label.as_ref().unwrap_or(&page.page.title);
         let active = std::ptr::eq(page, current);
@@ -440,7 +528,8 @@ fn page_html(
         .unwrap();
     }
 
-    let neighbour = |i: Option<usize>, class: &str, label: &str| match i.and_then(|i| pages.get(i))
+    let neighbour = |i: Option<usize>, class: &str, label: &str| {
+        match i.and_then(|i| pages.get(i))
     {
         Some(p) => format!(
             "<a class=\"pagination-nav__link pagination-nav__link--{class}\" href=\"{{{{base}}}}{}\">\
@@ -450,6 +539,7 @@ fn page_html(
             escape(&p.page.title)
         ),
         None => String::new(),
+    }
     };
     let pagination = format!(
         "{}{}",

@@ -332,7 +332,11 @@ async function run(browser, transport) {
 
     // Screenshots with an answer in the open panel, light and dark.
     fs.mkdirSync(ARTIFACTS, { recursive: true });
-    await first.scrollIntoViewIfNeeded();
+    await page.evaluate(() => {
+      window.scrollTo(0, 0);
+      const conversation = document.querySelector(".chat-widget__log");
+      conversation.scrollTop = conversation.scrollHeight;
+    });
     await page.screenshot({ path: path.join(ARTIFACTS, `widget-light-${transport}.png`) });
     await axeCheck(page, `${transport}: light theme, panel open`);
     await page.getByRole("button", { name: "Switch between dark and light mode" }).click();

@@ -68,6 +68,25 @@
     });
     return node;
   }
+  var SVG = "http://www.w3.org/2000/svg";
+  var ICONS = {
+    chat: "M20 2H4c-1.1 0-2 .9-2 2v18l4-4h14c1.1 0 2-.9 2-2V4c0-1.1-.9-2-2-2zm0 14H5.17L4 17.17V4h16v12zM7 9h10v2H7zm0-3h10v2H7zm0 6h7v2H7z",
+    up: "M1 21h4V9H1v12zm22-11c0-1.1-.9-2-2-2h-6.31l.95-4.57.03-.32c0-.41-.17-.79-.44-1.06L14.17 1 7.59 7.59C7.22 7.95 7 8.45 7 9v10c0 1.1.9 2 2 2h9c.83 0 1.54-.5 1.84-1.22l3.02-7.05c.09-.23.14-.47.14-.73v-2z",
+    down: "M15 3H6c-.83 0-1.54.5-1.84 1.22l-3.02 7.05c-.09.23-.14.47-.14.73v2c0 1.1.9 2 2 2h6.31l-.95 4.57-.03.32c0 .41.17.79.44 1.06L9.83 23l6.59-6.59c.36-.36.58-.86.58-1.41V5c0-1.1-.9-2-2-2zm4 0v12h4V3h-4z"
+  };
+  /** An icon drawn inline (no font or image to load); decorative, the button has the label. */
+  function icon(name) {
+    var svg = document.createElementNS(SVG, "svg");
+    svg.setAttribute("viewBox", "0 0 24 24");
+    svg.setAttribute("aria-hidden", "true");
+    svg.setAttribute("focusable", "false");
+    svg.setAttribute("class", "chat-widget__icon");
+    var shape = document.createElementNS(SVG, "path");
+    shape.setAttribute("d", ICONS[name]);
+    shape.setAttribute("fill", "currentColor");
+    svg.appendChild(shape);
+    return svg;
+  }
   function nextId(prefix) {
     uid += 1;
     return "chat-widget-" + prefix + "-" + uid;
@@ -167,7 +186,7 @@
     "aria-expanded": "false",
     "aria-controls": panelId,
     "aria-haspopup": "dialog"
-  }, [el("span", { className: "chat-widget__launcher-icon", "aria-hidden": "true", text: "💬" })]);
+  }, [icon("chat")]);
 
   var newChatButton = el("button", { type: "button", className: "chat-widget__header-button", text: "New chat", "aria-label": "Start a new chat" });
   var closeButton = el("button", { type: "button", className: "chat-widget__header-button chat-widget__close", "aria-label": "Close chat", text: "×" });
@@ -484,8 +503,8 @@
     box.textContent = "";
     box.hidden = false;
     var label = el("span", { className: "chat-widget__feedback-label", text: "Was this helpful?" });
-    var up = el("button", { type: "button", className: "chat-widget__thumb", "aria-label": "Helpful", title: "Helpful", "aria-pressed": rating === "up" ? "true" : "false", text: "👍" });
-    var down = el("button", { type: "button", className: "chat-widget__thumb", "aria-label": "Not helpful", title: "Not helpful", "aria-pressed": rating === "down" ? "true" : "false", text: "👎" });
+    var up = el("button", { type: "button", className: "chat-widget__thumb", "aria-label": "Helpful", title: "Helpful", "aria-pressed": rating === "up" ? "true" : "false" }, [icon("up")]);
+    var down = el("button", { type: "button", className: "chat-widget__thumb", "aria-label": "Not helpful", title: "Not helpful", "aria-pressed": rating === "down" ? "true" : "false" }, [icon("down")]);
     var note = el("span", { className: "chat-widget__feedback-note", "aria-live": "polite" });
     function send(value, button, other) {
       if (!sessionId) return;
