@@ -448,6 +448,89 @@ async function rateLimited(browser) {
   }
 }
 
+/** Markup in a question, in a selection and in an answer is shown as text: a URDF (XML)
+ * listing selected on the book's page comes back quoted in the answer as `<robot ...>` text. */
+async function safeRendering(browser) {
+  const server = await startServer();
+  try {
+    const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+    const { page, problems } = await openDemo(context, server.base, "auto");
+    await page.goto(`${server.base}/demo/docs/ros2/urdf`);
+    await page.evaluate(() => {
+      const code = [...document.querySelectorAll("pre code")].find((node) => node.textContent.includes("<robot"));
+      const range = document.createRange();
+      range.selectNodeContents(code);
+      window.getSelection().removeAllRanges();
+      window.getSelection().addRange(range);
+    });
+    await page.getByRole("button", { name: "Ask about this selection" }).click();
+    const answer = await askAndWait(page, "What is <img src=x onerror=window.__injected=1> in this listing?");
+    const answerText = await answer.locator(".chat-widget__answer").innerText();
+    assert.match(answerText, /From your selection: <robot name="mini_leg">/, "the quoted XML is text");
+    const question = await page.locator(".chat-widget__msg--user").last().innerText();
+    assert.match(question, /<robot name="mini_leg">/);
+    assert.match(question, /<img src=x onerror=window.__injected=1>/);
+    const elements = await page.locator(".chat-widget__log").evaluate((node) =>
+      [...node.querySelectorAll("*")].map((el) => el.localName).filter((name) => !/^(div|p|span|strong|code|ul|ol|li|a|blockquote|button|svg|path)$/.test(name)));
+    assert.deepEqual(elements, [], "no element came from the text");
+    assert.equal(await page.evaluate(() => window.__injected), undefined);
+    assert.deepEqual(problems, []);
+    log("safe rendering: XML from a selection and HTML in a question are shown as text, no element made from them");
+    await context.close();
+  } finally {
+    await server.stop();
+  }
+}
+
+/** The widget as a Docusaurus site embeds it: a page on another origin loading the script and
+ * asking the service. Allowed by ALLOWED_ORIGINS it answers; from an origin not on the list the
+ * reader is told the site is not allowed, not that the service is down. */
+async function crossOrigin(browser) {
+  const sitePort = await freePort();
+  const site = `http://127.0.0.1:${sitePort}`;
+  const server = await startServer({ ALLOWED_ORIGINS: site });
+  const book = http.createServer((request, response) => {
+    response.writeHead(200, { "content-type": "text/html; charset=utf-8" });
+    response.end(`<!doctype html><html lang="en" data-theme="dark"><head><meta charset="utf-8">
+<title>Balance | A Docusaurus book</title>
+<script src="${server.base}/assets/chat-widget.js" data-api-url="${server.base}" defer></script>
+</head><body><main><h1>Balance</h1><p>The zero moment point keeps a walking robot upright.</p></main></body></html>`);
+  });
+  await new Promise((resolve) => book.listen(sitePort, "127.0.0.1", resolve));
+  try {
+    const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+    const page = await context.newPage();
+    await page.goto(`${site}/docs/balance`);
+    await page.getByRole("button", { name: /^Open chat/ }).click();
+    const answer = await askAndWait(page, QUESTION);
+    const links = await answer.locator(".chat-widget__sources a").count();
+    assert.ok(links > 0, "a cross-origin answer lists its sources");
+    const background = await page.locator(".chat-widget__panel").evaluate((node) => getComputedStyle(node).backgroundColor);
+    assert.equal(background, "rgb(36, 37, 38)", "the stylesheet came from next to the script, and the site's dark theme is followed");
+    log(`cross-origin: a page on ${site} (in ALLOWED_ORIGINS) gets answers from ${server.base}, ${links} source links`);
+
+    // The same page from http://localhost:<port>: another origin, not on the list.
+    const other = `http://localhost:${sitePort}`;
+    const refused = await context.newPage();
+    await refused.goto(`${other}/docs/balance`);
+    await refused.getByRole("button", { name: /^Open chat/ }).click();
+    await refused.getByLabel("Your question").fill(QUESTION);
+    await refused.getByLabel("Your question").press("Enter");
+    const error = refused.locator(".chat-widget__status--error");
+    await error.waitFor({ timeout: TIMEOUT });
+    const text = await error.locator("span").first().innerText();
+    assert.equal(
+      text,
+      `This site is not allowed to use the chat service at ${server.base}. The service's ALLOWED_ORIGINS setting must include ${other}.`
+    );
+    log(`cross-origin: from ${other}, not in ALLOWED_ORIGINS: "${text}"`);
+    await context.close();
+  } finally {
+    book.close();
+    await server.stop();
+  }
+}
+
 async function main() {
   assert.ok(fs.existsSync(HOST), `${HOST} is missing (cargo build --release -p host)`);
   const browser = await chromium.launch({
@@ -468,6 +551,8 @@ async function main() {
     }
     await run(browser, "sse");
     await rateLimited(browser);
+    await crossOrigin(browser);
+    await safeRendering(browser);
   } finally {
     await browser.close();
   }
