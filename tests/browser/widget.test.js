@@ -448,6 +448,54 @@ async function rateLimited(browser) {
   }
 }
 
+/** `spin up` has no WebSocket trigger: there GET /chat/ws is a 404 like any unrouted path. A
+ * proxy in front of the runner answers upgrades that way; the widget, on its default transport,
+ * must fall back to the event stream and stop trying the socket. */
+async function withoutWebSocket(browser) {
+  const server = await startServer();
+  const api = new URL(server.base);
+  const proxy = http.createServer((request, response) => {
+    const upstream = http.request(
+      { host: api.hostname, port: api.port, path: request.url, method: request.method, headers: request.headers },
+      (answer) => {
+        response.writeHead(answer.statusCode, answer.headers);
+        answer.pipe(response);
+      }
+    );
+    upstream.on("error", () => response.destroy());
+    request.pipe(upstream);
+  });
+  proxy.on("upgrade", (request, socket) => {
+    const body = JSON.stringify({ error: { code: "not_found", message: "no route for /chat/ws" } });
+    socket.end(`HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+  });
+  const port = await freePort();
+  await new Promise((resolve) => proxy.listen(port, "127.0.0.1", resolve));
+  try {
+    const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+    const { page } = await openDemo(context, server.base, "auto");
+    const traffic = watchTraffic(page);
+    let sockets = 0;
+    page.on("websocket", () => { sockets += 1; });
+    await page.goto(`http://127.0.0.1:${port}/demo`);
+    await page.getByRole("button", { name: /^Open chat/ }).click();
+    await askAndWait(page, QUESTION);
+    assert.equal(sockets, 1, "the socket was tried once");
+    assert.equal(traffic.chatBodies.length, 1, "then the question went as POST /chat");
+    assert.ok(traffic.sseDeltas[0] > 1, `streamed (${traffic.sseDeltas[0]} deltas)`);
+    await askAndWait(page, "How does a capture point work?");
+    assert.equal(sockets, 1, "and the socket is not tried again");
+    assert.equal(traffic.chatBodies.length, 2);
+    assert.equal(traffic.chatBodies[1].session_id, await page.evaluate(() =>
+      Object.keys(localStorage).filter((k) => k.startsWith("chat-widget:session:")).map((k) => localStorage.getItem(k))[0]));
+    log(`no WebSocket (404 on /chat/ws, as under spin up): fell back to the event stream (${traffic.sseDeltas[0]} deltas), socket not retried`);
+    await context.close();
+  } finally {
+    proxy.close();
+    await server.stop();
+  }
+}
+
 /** Markup in a question, in a selection and in an answer is shown as text: a URDF (XML)
  * listing selected on the book's page comes back quoted in the answer as `<robot ...>` text. */
 async function safeRendering(browser) {
@@ -553,6 +601,7 @@ async function main() {
     await rateLimited(browser);
     await crossOrigin(browser);
     await safeRendering(browser);
+    await withoutWebSocket(browser);
   } finally {
     await browser.close();
   }
