@@ -20,14 +20,14 @@ fi
 build_all
 start_doubles --embed-ms 20 --search-ms 10 --first-token-ms 50 --token-ms 5
 # shellcheck disable=SC2046
-env $(doubles_env) DATA_DIR="$TMP/ingest" "$HOST" ingest --target qdrant --json book/docs >"$TMP/ingest.json"
+env $(doubles_env) DATA_DIR="$TMP/ingest" RUST_LOG=warn "$HOST" ingest --target qdrant --json book/docs >"$TMP/ingest.json"
 PORT=$(free_port)
 # shellcheck disable=SC2046
 start_runner "$PORT" "$TMP/data" $(doubles_env) MAX_CONCURRENT_REQUESTS=512 ${RUNNER_ENV:-}
 
 machine
 echo "doubles: embed 20 ms, search 10 ms, first token 50 ms, then 5 ms per token"
-QUERY="What does ZMP stand for?"
+QUERY="How does a humanoid robot keep its balance?"
 row() { # name, key-value output
     awk -v name="$1" '{v[$1] = $2} END {
         printf "%-8s %8s req/s  total p50 %8s p99 %8s", name, v["req_per_s"], v["total_p50_ms"], v["total_p99_ms"]

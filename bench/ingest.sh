@@ -30,7 +30,7 @@ CLOSED=$(free_port)
 for ((round = 1; round <= ROUNDS; round++)); do
     echo "== round $round"
     dir="$TMP/r$round"
-    line "dry run" "$(DATA_DIR="$dir" "$HOST" ingest --target sqlite --dry-run --json "$DOCS" | fields)"
+    line "dry run (would write)" "$(DATA_DIR="$dir" "$HOST" ingest --target sqlite --dry-run --json "$DOCS" | fields)"
     line "sqlite" "$(DATA_DIR="$dir" "$HOST" ingest --target sqlite --json "$DOCS" | fields)"
     line "sqlite unchanged" "$(DATA_DIR="$dir" "$HOST" ingest --target sqlite --json "$DOCS" | fields)"
     collection="bench$round"

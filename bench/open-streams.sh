@@ -15,11 +15,11 @@ build_all
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 start_doubles --first-token-ms 600000 --token-ms 600000
 # shellcheck disable=SC2046
-env $(doubles_env) DATA_DIR="$TMP/ingest" "$HOST" ingest --target qdrant --json book/docs >/dev/null
+env $(doubles_env) DATA_DIR="$TMP/ingest" RUST_LOG=warn "$HOST" ingest --target qdrant --json book/docs >/dev/null
 PORT=$(free_port)
 # shellcheck disable=SC2046
 start_runner "$PORT" "$TMP/data" $(doubles_env) MAX_CONCURRENT_REQUESTS=1100 ${RUNNER_ENV:-}
 machine
-"$CLIENT" hold --url "http://127.0.0.1:$PORT/chat" --pid "$RUNNER_PID" --steps "$STEPS" |
+"$CLIENT" hold --url "http://127.0.0.1:$PORT/chat" --pid "$RUNNER_PID" --steps "$STEPS" --query "How does a humanoid robot keep its balance?" |
     awk '{printf "%5d open streams: runner RSS %7d KiB = %6.1f MiB\n", $2, $4, $4 / 1024; last = $4}
          END {printf "goal: 1,000 streams in <= 64 MiB: %s\n", (last / 1024 <= 64 ? "met" : "not met")}'
