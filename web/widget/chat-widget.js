@@ -248,7 +248,6 @@
   var socketReady = null;
   var socketHandlers = {};
   var retryTimer = null;
-  var returnFocusTo = null;
 
   // ---- open, close, focus -------------------------------------------------------------
 
@@ -256,8 +255,6 @@
 
   function open(focusTarget) {
     if (!isOpen()) {
-      returnFocusTo = document.activeElement && document.activeElement !== document.body ? document.activeElement : launcher;
-      if (!root.contains(returnFocusTo) || returnFocusTo === askSelection) returnFocusTo = launcher;
       panel.hidden = false;
       root.classList.add("chat-widget--open");
       launcher.setAttribute("aria-expanded", "true");
@@ -271,7 +268,9 @@
     panel.hidden = true;
     root.classList.remove("chat-widget--open");
     launcher.setAttribute("aria-expanded", "false");
-    (returnFocusTo && document.contains(returnFocusTo) ? returnFocusTo : launcher).focus();
+    // Back to the button that opens it (also when "Ask about this selection" opened it: that
+    // button is gone by now).
+    launcher.focus();
   }
 
   function focusable() {
