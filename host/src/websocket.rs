@@ -402,6 +402,8 @@ impl Connection {
                         let outcome = if outbound.frame["type"] == "done" { "done" } else { "error" };
                         crate::metrics::websocket_ask(outcome);
                         self.in_flight = None;
+                        // Idleness counts from the end of the answer, however long it took.
+                        last_heard = Instant::now();
                     }
                     if self.send(outbound.frame).await.is_err() {
                         return End::Gone;

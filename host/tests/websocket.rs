@@ -181,14 +181,12 @@ async fn frame(socket: &mut Socket) -> Value {
     }
 }
 
-/// Reads until the connection closes; the close frame, if one came.
+/// The close frame that must come next.
 async fn close_frame(socket: &mut Socket) -> CloseFrame {
-    loop {
-        match receive(socket).await {
-            Received::Frame(frame) => panic!("a frame instead of the close: {frame}"),
-            Received::Closed(Some(close)) => return close,
-            Received::Closed(None) => panic!("the connection ended without a close frame"),
-        }
+    match receive(socket).await {
+        Received::Frame(frame) => panic!("a frame instead of the close: {frame}"),
+        Received::Closed(Some(close)) => close,
+        Received::Closed(None) => panic!("the connection ended without a close frame"),
     }
 }
 
@@ -237,7 +235,7 @@ async fn ask_answered(socket: &mut Socket, id: &str, ask: Value) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_ask_streams_a_cited_answer_and_a_follow_up_continues_its_session() {
-    let runner = Runner::start(&[]).await;
+    let runner = Runner::start(&[("METRICS_TOKEN", "metrics-token")]).await;
     let mut socket = connect(&runner).await;
 
     let first = ask_answered(&mut socket, "q1", json!({"query": QUESTION})).await;
@@ -289,6 +287,24 @@ async fn an_ask_streams_a_cited_answer_and_a_follow_up_continues_its_session() {
     assert_eq!(stored.len(), 4, "{stored:?}");
     assert_eq!(stored[2]["content"], FOLLOW_UP);
     assert_eq!(stored[3]["id"], done["message_id"]);
+
+    let metrics = reqwest::Client::new()
+        .get(runner.url("/metrics"))
+        .bearer_auth("metrics-token")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("websocket_connections_open 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("websocket_asks_total{outcome=\"done\"} 2\n"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -743,6 +759,27 @@ async fn sigterm_lets_the_answer_in_flight_finish_then_closes_with_1001() {
     let close = close_frame(&mut idle).await;
     assert_eq!(close.code, CloseCode::Away, "{close:?}");
     assert!(signalled.elapsed() < Duration::from_secs(2));
+    assert!(
+        try_connect(&runner, &[]).await.is_err(),
+        "a connection was accepted after SIGTERM"
+    );
+
+    // No new asks, while the answer in flight goes on.
+    send(
+        &mut socket,
+        json!({"type": "ask", "id": "s2", "query": FOLLOW_UP}),
+    )
+    .await;
+    let refused = loop {
+        let frame = frame(&mut socket).await;
+        if frame["id"] != "s1" {
+            break frame;
+        }
+        assert_eq!(frame["type"], "delta", "{frame}");
+        frames.push(frame);
+    };
+    assert_eq!(refused["code"], "shutting_down", "{refused}");
+    assert_eq!(refused["id"], "s2");
 
     frames.extend(frames_until_end(&mut socket, "s1").await);
     let done = frames.last().unwrap();
@@ -769,4 +806,41 @@ async fn sigterm_lets_the_answer_in_flight_finish_then_closes_with_1001() {
         )
         .unwrap();
     assert_eq!(status, "complete", "session {session_id}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn past_the_drain_deadline_answers_are_cut_and_sockets_closed_with_1001() {
+    let model = start_slow_model(&[100]).await;
+    let mut runner = Runner::start(&[
+        ("SPIN_VARIABLE_OPENAI_API_KEY", "test-openai-key"),
+        ("SPIN_VARIABLE_OPENAI_BASE_URL", &model),
+        ("SHUTDOWN_GRACE_SECS", "1"),
+    ])
+    .await;
+    let mut socket = connect(&runner).await;
+    send(
+        &mut socket,
+        json!({"type": "ask", "id": "g1", "query": QUESTION}),
+    )
+    .await;
+    assert_eq!(frame(&mut socket).await["type"], "sources");
+    assert_eq!(frame(&mut socket).await["type"], "delta");
+
+    runner.terminate();
+    let signalled = Instant::now();
+    let close = loop {
+        match receive(&mut socket).await {
+            Received::Frame(frame) => assert_eq!(frame["type"], "delta", "{frame}"),
+            Received::Closed(close) => break close,
+        }
+    };
+    let waited = signalled.elapsed();
+    let close = close.expect("no close frame");
+    assert_eq!(close.code, CloseCode::Away, "{close:?}");
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+    let status = runner.child.wait().unwrap();
+    assert!(status.success(), "{status}: {}", runner.log_text());
 }
