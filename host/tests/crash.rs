@@ -9,107 +9,17 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
 use rag_core::sse::SseParser;
 use serde_json::{json, Value};
-use support::free_port;
 use support::postgres::postgres_or_skip;
+use support::runner::Runner;
 use upstream_doubles::{Doubles, Endpoint, Fault};
 
 const CHATS: usize = 50;
 const QUESTION: &str = "Which ROS 2 command lists topics?";
-
-/// The runner binary serving the project's own manifest, its log in a file (an unread pipe
-/// would fill up and stall it).
-struct Runner {
-    child: Child,
-    base: String,
-    log: PathBuf,
-}
-
-impl Runner {
-    async fn start(data_dir: &Path, variables: &[(&str, String)]) -> Runner {
-        let port = free_port();
-        let log = data_dir.join(format!("runner-{port}.log"));
-        let mut command = Command::new(env!("CARGO_BIN_EXE_host"));
-        command
-            .arg("serve")
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("SPIN_MANIFEST", support::workspace().join("spin.toml"))
-            .env("PORT", port.to_string())
-            .env("BIND_ADDR", "127.0.0.1")
-            .env("DATA_DIR", data_dir)
-            .env(
-                "COMPILE_CACHE_DIR",
-                support::workspace().join("target/test-compile-cache"),
-            )
-            .env("MAX_CONCURRENT_REQUESTS", "256")
-            .env("RATE_LIMIT_PER_MINUTE", "0")
-            .env("CHAT_RATE_LIMIT_PER_MINUTE", "0")
-            .env("SESSION_WRITE_RATE_LIMIT_PER_MINUTE", "0")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
-        for (name, value) in variables {
-            command.env(
-                format!("SPIN_VARIABLE_{}", name.to_ascii_uppercase()),
-                value,
-            );
-        }
-        let mut runner = Runner {
-            child: command.spawn().unwrap(),
-            base: format!("http://127.0.0.1:{port}"),
-            log,
-        };
-        runner.wait_ready().await;
-        runner
-    }
-
-    async fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while Instant::now() < deadline {
-            if let Ok(response) = reqwest::get(self.url("/health")).await {
-                if response.status() == 200 {
-                    return;
-                }
-            }
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("the runner exited with {status}: {}", self.log_text());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("the runner did not become ready: {}", self.log_text());
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGKILL: no shutdown code runs, nothing is flushed or checkpointed.
-    fn kill_9(&mut self) {
-        self.child.kill().unwrap();
-        let status = self.child.wait().unwrap();
-        assert_eq!(
-            std::os::unix::process::ExitStatusExt::signal(&status),
-            Some(9),
-            "{status}"
-        );
-    }
-}
-
-impl Drop for Runner {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A chat whose `sources` event has arrived, i.e. whose user turn the server acknowledged. The
 /// response is kept so the connection stays open until the runner dies.

@@ -8,7 +8,9 @@ use adapters::{outbound, timer};
 use futures::{Stream, StreamExt};
 use rag_core::config::Settings;
 use rag_core::pipeline::ANSWER_TEMPERATURE;
-use rag_core::upstream::openai::{ChatMessage, ChatStream, Completion, OpenAi, StreamChunk};
+use rag_core::upstream::openai::{
+    check_stream_content_type, ChatMessage, ChatStream, Completion, OpenAi, StreamChunk,
+};
 use rag_core::upstream::{Service, UpstreamError};
 use spin_sdk::http::IncomingResponse;
 
@@ -47,7 +49,8 @@ pub struct TokenStream {
 }
 
 /// Starts a streamed completion. Failures before the response arrives (no token has been
-/// produced yet) are retried; once it streams, nothing is retried.
+/// produced yet) are retried; once it streams, nothing is retried. A success that is not an
+/// event stream fails here, before the client's stream opens.
 pub async fn open_stream(
     settings: &Settings,
     messages: &[ChatMessage],
@@ -73,7 +76,11 @@ pub async fn open_stream(
                     _ => Err(error),
                 }
             }
-            None => Ok(response),
+            None => {
+                let content_type = response.headers().get("content-type").into_iter().next();
+                let content_type = content_type.map(|v| String::from_utf8_lossy(&v).into_owned());
+                check_stream_content_type(content_type.as_deref()).map(|()| response)
+            }
         }
     })
     .await?;

@@ -3,6 +3,7 @@
 
 pub mod logs;
 pub mod postgres;
+pub mod runner;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -9,24 +9,31 @@
 //! answers from the first numbered context block (`[1] ...`) of the prompt and cites `[1]`,
 //! so a test can see that the context reached it. The reranker scores by word overlap
 //! ([`Doubles::rerank_order`]), a different measure from the search's, so a test can see
-//! whether the reranker's order was applied. Faults can be queued per endpoint; a fixed
+//! whether the reranker's order was applied. Faults can be queued per endpoint ([`Fault`]:
+//! error statuses, delays, bodies the API never sends, connections reset before or after the
+//! response headers, streams cut, stalled or broken mid-answer); a fixed
 //! latency per endpoint and a token pace for streamed answers make the doubles stand in for
 //! real services in load runs (`serve-doubles` serves them as their own process).
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::body::{Body, Bytes, HttpBody};
+use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::Router;
 use futures::StreamExt;
 use serde_json::{json, Value};
-use tokio::sync::oneshot;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, Notify};
+use tower::Service;
 
 /// Dimensions of the doubles' embeddings.
 pub const EMBED_DIMS: usize = 64;
@@ -80,13 +87,23 @@ pub enum Fault {
     },
     /// Wait this long before answering normally (longer than the client's deadline = a hang).
     Delay(Duration),
-    /// Answer 200 with a body that is not valid JSON.
+    /// Answer 200 with a body that is not valid JSON; a chat stream sends its first deltas,
+    /// then an event whose data is not JSON, then `[DONE]`.
     MalformedBody,
     /// Chat streams only: send the first deltas, then end without `data: [DONE]`.
     CutStream,
     /// Chat streams only: send the first deltas, then keep the response open without sending
     /// more, as a model that stops mid-answer; the call ends only when the client goes away.
     StallStream,
+    /// Reset the connection (TCP RST) before any byte of a response, as a crashed server or a
+    /// dropping load balancer.
+    ResetBeforeHeaders,
+    /// Send the status, the headers and part of the body (half of a JSON body; a stream's
+    /// first deltas), then reset the connection.
+    ResetAfterHeaders,
+    /// Answer 200 with an HTML page instead of the API's format, as a captive portal or a
+    /// misrouted proxy does.
+    WrongContentType,
 }
 
 impl Fault {
@@ -100,8 +117,13 @@ impl Fault {
 
     /// HTTP 500.
     pub fn server_error() -> Self {
+        Fault::status(500)
+    }
+
+    /// This HTTP status (with the API's error body), without `Retry-After`.
+    pub fn status(status: u16) -> Self {
         Fault::Status {
-            status: 500,
+            status,
             retry_after: None,
         }
     }
@@ -210,14 +232,7 @@ impl Doubles {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let (shutdown, stopped) = oneshot::channel::<()>();
-        let app = router(shared.clone());
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await;
-        });
+        tokio::spawn(serve(listener, router(shared.clone()), stopped));
         Ok(Doubles {
             addr,
             shared,
@@ -279,6 +294,20 @@ impl Doubles {
         }
     }
 
+    /// Faults queued for `endpoint` that no call has met yet.
+    pub fn pending_faults(&self, endpoint: Endpoint) -> usize {
+        self.shared
+            .lock()
+            .faults
+            .get(&endpoint)
+            .map_or(0, VecDeque::len)
+    }
+
+    /// Drops every queued fault.
+    pub fn clear_faults(&self) {
+        self.shared.lock().faults.clear();
+    }
+
     /// The JSON body of the latest call to `endpoint`.
     pub fn last_request(&self, endpoint: Endpoint) -> Option<Value> {
         self.shared.lock().last_bodies.get(&endpoint).cloned()
@@ -338,6 +367,134 @@ impl Drop for Doubles {
     }
 }
 
+/// Accepts connections until `stopped`, then drops every open one (a stalled stream too).
+async fn serve(listener: TcpListener, app: Router, mut stopped: oneshot::Receiver<()>) {
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = &mut stopped => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    connections.spawn(serve_connection(stream, app.clone()));
+                }
+                // Out of descriptors, or the peer left before the accept: try again shortly.
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
+/// Lets a request's handling reset the connection it came on.
+#[derive(Clone)]
+struct ConnectionReset(Arc<Notify>);
+
+impl ConnectionReset {
+    fn now(&self) {
+        self.0.notify_one();
+    }
+}
+
+/// HTTP/1.1 on one connection, whose requests carry a [`ConnectionReset`]. A reset sets a zero
+/// linger on the socket before closing it, so the peer gets a TCP RST, not an orderly FIN.
+async fn serve_connection(stream: TcpStream, app: Router) {
+    let _ = stream.set_nodelay(true);
+    // A second descriptor of the same socket: hyper owns the first, and the reset needs the
+    // socket after hyper's connection is dropped.
+    let Ok(stream) = stream.into_std() else {
+        return;
+    };
+    let Ok(twin) = stream.try_clone() else {
+        return;
+    };
+    let Ok(stream) = TcpStream::from_std(stream) else {
+        return;
+    };
+    let reset = ConnectionReset(Arc::new(Notify::new()));
+    let handle = reset.clone();
+    let service = hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
+        request.extensions_mut().insert(handle.clone());
+        let mut app = app.clone();
+        async move { app.call(request).await }
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+    tokio::select! {
+        _ = connection => {}
+        _ = reset.0.notified() => {
+            if let Ok(twin) = TcpStream::from_std(twin) {
+                let _ = twin.set_zero_linger();
+            }
+        }
+    }
+}
+
+/// A connection-level fault a handler asked for; the [`aborting`] middleware carries it out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Abort {
+    BeforeHeaders,
+    AfterHeaders,
+}
+
+tokio::task_local! {
+    static ABORT: Cell<Option<Abort>>;
+}
+
+/// Runs the handler, then resets the connection where a [`Fault::ResetBeforeHeaders`] or
+/// [`Fault::ResetAfterHeaders`] said.
+async fn aborting(request: Request, next: Next) -> Response {
+    let reset = request.extensions().get::<ConnectionReset>().cloned();
+    let (response, abort) = ABORT
+        .scope(Cell::new(None), async move {
+            let response = next.run(request).await;
+            (response, ABORT.with(Cell::get))
+        })
+        .await;
+    match (abort, reset) {
+        (Some(Abort::BeforeHeaders), Some(reset)) => {
+            reset.now();
+            std::future::pending().await
+        }
+        (Some(Abort::AfterHeaders), Some(reset)) => part_then_reset(response, reset),
+        _ => response,
+    }
+}
+
+/// `response` with its headers, then half of a whole body (all of a stream, which the
+/// handler has cut already), then a connection reset.
+fn part_then_reset(response: Response, reset: ConnectionReset) -> Response {
+    let (mut parts, body) = response.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let streamed = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v == "text/event-stream");
+    let limit = match body.size_hint().exact() {
+        Some(length) if !streamed => length / 2,
+        _ => u64::MAX,
+    };
+    let head = body.into_data_stream().scan(0u64, move |sent, frame| {
+        let part = frame.ok().filter(|_| *sent < limit).map(|frame| {
+            let keep = (limit - *sent).min(frame.len() as u64);
+            *sent += keep;
+            Ok::<_, Infallible>(frame.slice(..keep as usize))
+        });
+        std::future::ready(part)
+    });
+    let tail = futures::stream::once(async move {
+        // Time for the part sent to leave the socket: a reset discards unsent data.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        reset.now();
+        std::future::pending::<Result<Bytes, Infallible>>().await
+    });
+    Response::from_parts(parts, Body::from_stream(head.chain(tail)))
+}
+
+fn set_abort(abort: Abort) {
+    let _ = ABORT.try_with(|slot| slot.set(Some(abort)));
+}
+
 fn router(shared: Shared) -> Router {
     Router::new()
         .route("/v2/embed", post(cohere_embed))
@@ -354,6 +511,7 @@ fn router(shared: Shared) -> Router {
         .route("/collections/{name}/points/query", post(qdrant_query))
         .route("/collections/{name}/points/delete", post(qdrant_delete))
         .route("/collections/{name}/points/scroll", post(qdrant_scroll))
+        .layer(axum::middleware::from_fn(aborting))
         .with_state(shared)
 }
 
@@ -457,6 +615,8 @@ enum StreamEnd {
     Finish,
     Cut,
     Stall,
+    /// The first deltas, an event that is not JSON, then `[DONE]`.
+    Malformed,
 }
 
 enum Start {
@@ -491,6 +651,9 @@ async fn begin(shared: &Shared, endpoint: Endpoint, headers: &HeaderMap, body: &
         tokio::time::sleep(latency).await;
     }
     let mut stream_end = StreamEnd::Finish;
+    let streamed = parsed
+        .as_ref()
+        .is_ok_and(|body| body["stream"].as_bool() == Some(true));
     match fault {
         Some(Fault::Status {
             status,
@@ -505,6 +668,7 @@ async fn begin(shared: &Shared, endpoint: Endpoint, headers: &HeaderMap, body: &
             return Start::Respond(response);
         }
         Some(Fault::Delay(delay)) => tokio::time::sleep(delay).await,
+        Some(Fault::MalformedBody) if streamed => stream_end = StreamEnd::Malformed,
         Some(Fault::MalformedBody) => {
             return Start::Respond(
                 (
@@ -517,6 +681,26 @@ async fn begin(shared: &Shared, endpoint: Endpoint, headers: &HeaderMap, body: &
         }
         Some(Fault::CutStream) => stream_end = StreamEnd::Cut,
         Some(Fault::StallStream) => stream_end = StreamEnd::Stall,
+        Some(Fault::ResetBeforeHeaders) => {
+            set_abort(Abort::BeforeHeaders);
+            return Start::Respond(StatusCode::OK.into_response());
+        }
+        Some(Fault::ResetAfterHeaders) => {
+            set_abort(Abort::AfterHeaders);
+            if streamed {
+                stream_end = StreamEnd::Cut;
+            }
+        }
+        Some(Fault::WrongContentType) => {
+            return Start::Respond(
+                (
+                    StatusCode::OK,
+                    [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+                    "<!DOCTYPE html>\n<html><head><title>Welcome</title></head><body><p>Sign in to continue.</p></body></html>\n",
+                )
+                    .into_response(),
+            )
+        }
         None => {}
     }
     match parsed {
@@ -719,12 +903,20 @@ async fn openai_chat(State(shared): State<Shared>, headers: HeaderMap, body: Byt
         events.truncate(3.min(events.len()));
     }
     let mut frames: Vec<String> = events.iter().map(|e| format!("data: {e}\n\n")).collect();
-    if stream_end == StreamEnd::Finish {
+    if stream_end == StreamEnd::Malformed {
+        frames.push(
+            "data: {\"id\": \"chatcmpl-double\", \"choices\": [{\"delta\": {\"content\n\n"
+                .to_owned(),
+        );
+    }
+    if matches!(stream_end, StreamEnd::Finish | StreamEnd::Malformed) {
         frames.push("data: [DONE]\n\n".to_owned());
     }
     let pacing = shared.lock().pacing;
     let body = match (pacing, stream_end) {
-        (None, StreamEnd::Finish | StreamEnd::Cut) => Body::from(frames.concat()),
+        (None, StreamEnd::Finish | StreamEnd::Cut | StreamEnd::Malformed) => {
+            Body::from(frames.concat())
+        }
         (pacing, end) => paced_body(frames, pacing, end == StreamEnd::Stall),
     };
     Response::builder()

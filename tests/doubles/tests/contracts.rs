@@ -613,3 +613,98 @@ async fn serve_doubles_binary_serves_at_the_flags_latencies() {
     assert!(!refused.status.success(), "only loopback addresses");
     child.kill().await.unwrap();
 }
+
+/// The status, headers and body bytes that arrived, and whether the body broke off.
+async fn send_raw(
+    request: http::Request<Vec<u8>>,
+) -> Result<(http::response::Parts, Vec<u8>, bool), hyper_util::client::legacy::Error> {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let (parts, body) = request.into_parts();
+    let response = client
+        .request(http::Request::from_parts(
+            parts,
+            Full::new(Bytes::from(body)),
+        ))
+        .await?;
+    let (parts, mut body) = response.into_parts();
+    let mut bytes = Vec::new();
+    let mut broke = false;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => bytes.extend(frame.into_data().unwrap_or_default()),
+            Err(_) => {
+                broke = true;
+                break;
+            }
+        }
+    }
+    Ok((parts, bytes, broke))
+}
+
+#[tokio::test]
+async fn connection_faults_show_on_the_wire() {
+    let doubles = Doubles::start().await;
+    let co = cohere(&doubles, "key");
+    let embed = || co.embed_request(&["x"], InputType::SearchQuery);
+    let (_, whole, broke) = send_raw(embed()).await.unwrap();
+    assert!(!broke);
+
+    doubles.push_fault(Endpoint::CohereEmbed, Fault::ResetBeforeHeaders);
+    let reset = send_raw(embed()).await;
+    assert!(
+        reset.is_err(),
+        "no response at all: {:?}",
+        reset.map(|r| r.0)
+    );
+
+    doubles.push_fault(Endpoint::CohereEmbed, Fault::ResetAfterHeaders);
+    let (parts, part, broke) = send_raw(embed()).await.unwrap();
+    assert_eq!(parts.status, 200);
+    assert_eq!(parts.headers["content-type"], "application/json");
+    assert!(broke, "the body breaks off");
+    assert_eq!(part, whole[..whole.len() / 2], "half the body came first");
+
+    doubles.push_fault(Endpoint::CohereEmbed, Fault::WrongContentType);
+    let html = send(embed()).await;
+    assert_eq!(html.status(), 200);
+    assert!(html.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    assert!(!Cohere::parse_embed_response(&html, 1)
+        .unwrap_err()
+        .is_retryable());
+
+    let llm = openai(&doubles);
+    doubles.push_fault(Endpoint::OpenAiChat, Fault::ResetAfterHeaders);
+    let (parts, part, broke) = send_raw(llm.chat_request(&prompt(), true, 0.0))
+        .await
+        .unwrap();
+    assert_eq!(parts.headers["content-type"], "text/event-stream");
+    assert!(broke);
+    let mut decoder = ChatStream::new();
+    let chunks = decoder.feed(&part).unwrap();
+    assert!(
+        chunks.iter().any(|c| !c.delta.is_empty()),
+        "tokens came before the reset"
+    );
+    assert!(!decoder.is_done());
+
+    doubles.push_fault(Endpoint::OpenAiChat, Fault::MalformedBody);
+    let malformed = send(llm.chat_request(&prompt(), true, 0.0)).await;
+    assert_eq!(malformed.headers()["content-type"], "text/event-stream");
+    let text = String::from_utf8_lossy(malformed.body()).into_owned();
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    let mut decoder = ChatStream::new();
+    let before = decoder.feed(malformed.body()).unwrap();
+    assert!(before.iter().any(|c| !c.delta.is_empty()), "deltas first");
+    let error = decoder.finish().unwrap_err();
+    assert!(!error.is_retryable(), "{error}");
+
+    // The server itself is unharmed: the next calls are answered normally.
+    assert_eq!(send(embed()).await.status(), 200);
+    let streamed = send(llm.chat_request(&prompt(), true, 0.0)).await;
+    assert!(String::from_utf8_lossy(streamed.body()).ends_with("data: [DONE]\n\n"));
+    assert_eq!(doubles.calls(Endpoint::CohereEmbed), 5);
+    assert_eq!(doubles.calls(Endpoint::OpenAiChat), 3);
+}

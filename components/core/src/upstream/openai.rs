@@ -174,11 +174,39 @@ impl OpenAi {
     }
 }
 
+/// Checks the `Content-Type` of a streamed completion that answered with a success status.
+/// A 200 of another type (a proxy's HTML page, a whole JSON completion from a server that
+/// ignored `stream`) carries no tokens; telling so here, before anything is sent on, lets the
+/// client get a plain error instead of a stream that breaks off. Not retryable: the same
+/// server would answer the same way. A missing type is let through to the decoder, which
+/// still fails a body that is not an event stream.
+pub fn check_stream_content_type(content_type: Option<&str>) -> Result<(), UpstreamError> {
+    let Some(content_type) = content_type else {
+        return Ok(());
+    };
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    if essence == "text/event-stream" {
+        return Ok(());
+    }
+    let mut error =
+        UpstreamError::bad_response(Service::OpenAi, "the stream is not an event stream");
+    error.reason = Some(super::scrub(&format!("Content-Type: {content_type}")));
+    Err(error)
+}
+
 /// Decodes a streamed completion incrementally.
 #[derive(Debug, Default)]
 pub struct ChatStream {
     parser: SseParser,
     done: bool,
+    /// A chunk that could not be decoded after good ones in the same read: those are handed
+    /// out first (the model did write them), the failure on the next call.
+    failed: Option<UpstreamError>,
 }
 
 impl ChatStream {
@@ -194,12 +222,18 @@ impl ChatStream {
     /// Consumes response body bytes, returning the chunks they complete. Anything after
     /// `[DONE]` is ignored.
     pub fn feed(&mut self, bytes: &[u8]) -> Result<Vec<StreamChunk>, UpstreamError> {
+        if let Some(error) = self.failed.take() {
+            return Err(error);
+        }
         let events = self.parser.feed(bytes);
         self.decode_events(events)
     }
 
     /// Ends the body; fails if the stream stopped before `[DONE]`.
     pub fn finish(&mut self) -> Result<Vec<StreamChunk>, UpstreamError> {
+        if let Some(error) = self.failed.take() {
+            return Err(error);
+        }
         let tail = self.parser.finish();
         let chunks = self.decode_events(tail.into_iter().collect())?;
         if !self.done {
@@ -225,7 +259,14 @@ impl ChatStream {
                 self.done = true;
                 continue;
             }
-            chunks.push(parse_chunk(data)?);
+            match parse_chunk(data) {
+                Ok(chunk) => chunks.push(chunk),
+                Err(error) if chunks.is_empty() => return Err(error),
+                Err(error) => {
+                    self.failed = Some(error);
+                    break;
+                }
+            }
         }
         Ok(chunks)
     }
@@ -269,6 +310,25 @@ mod tests {
 
     fn ok(value: Value) -> Response<Vec<u8>> {
         Response::new(serde_json::to_vec(&value).unwrap())
+    }
+
+    #[test]
+    fn a_stream_must_be_an_event_stream() {
+        for accepted in [
+            None,
+            Some("text/event-stream"),
+            Some("text/event-stream; charset=utf-8"),
+            Some("Text/Event-Stream"),
+        ] {
+            assert!(check_stream_content_type(accepted).is_ok(), "{accepted:?}");
+        }
+        for refused in ["text/html; charset=utf-8", "application/json", ""] {
+            let error = check_stream_content_type(Some(refused)).unwrap_err();
+            assert!(!error.is_retryable());
+            let api = error.to_api_error();
+            assert_eq!((api.status, api.code), (502, "upstream_bad_response"));
+            assert!(!api.message.contains("html"), "{}", api.message);
+        }
     }
 
     #[test]
@@ -355,5 +415,30 @@ mod tests {
             .is_err());
         let mut decoder = ChatStream::new();
         assert!(decoder.feed(b"data: not json\n\n").is_err());
+    }
+
+    #[test]
+    fn tokens_read_before_a_broken_chunk_are_kept() {
+        let good = |text: &str| {
+            format!("data: {{\"choices\":[{{\"delta\":{{\"content\":\"{text}\"}}}}]}}\n\n")
+        };
+        let read = format!(
+            "{}{}data: {{\"choices\": [\n\n",
+            good("Hello "),
+            good("world")
+        );
+        let mut decoder = ChatStream::new();
+        let chunks = decoder.feed(read.as_bytes()).unwrap();
+        let text: String = chunks.iter().map(|c| c.delta.as_str()).collect();
+        assert_eq!(text, "Hello world");
+        let error = decoder.feed(good("more").as_bytes()).unwrap_err();
+        assert!(error.detail.contains("unexpected stream chunk"), "{error}");
+        let mut ended = ChatStream::new();
+        ended.feed(read.as_bytes()).unwrap();
+        assert!(ended
+            .finish()
+            .unwrap_err()
+            .detail
+            .contains("unexpected stream chunk"));
     }
 }
