@@ -615,7 +615,9 @@ fn the_project_manifest_is_valid_and_names_built_components() {
             ("/health/...", "health"),
             ("/chat", "chat"),
             ("/session/...", "session"),
-            ("/openapi.json", "openapi")
+            ("/openapi.json", "openapi"),
+            ("/assets/...", "assets"),
+            ("/demo/...", "assets")
         ]
     );
     for (id, component) in &manifest.component {
