@@ -8,6 +8,7 @@
 "use strict";
 
 const assert = require("node:assert/strict");
+const crypto = require("node:crypto");
 const fs = require("node:fs");
 const http = require("node:http");
 const net = require("node:net");
@@ -448,6 +449,42 @@ async function rateLimited(browser) {
   }
 }
 
+/** The files' caching and safety headers, and the manifest's SRI values against the bytes. */
+async function assetHeaders(base) {
+  const manifest = await (await fetch(`${base}/assets`)).json();
+  for (const [stable, file] of Object.entries(manifest.files)) {
+    const hashed = await fetch(`${base}${file.url}`);
+    assert.equal(hashed.status, 200, file.url);
+    assert.match(file.url, new RegExp(`^/assets/${stable.replace(".", "\\.[0-9a-f]{12}\\.")}$`));
+    assert.equal(hashed.headers.get("cache-control"), "public, max-age=31536000, immutable");
+    assert.equal(hashed.headers.get("x-content-type-options"), "nosniff");
+    assert.equal(hashed.headers.get("content-type"), file.content_type);
+    const body = Buffer.from(await hashed.arrayBuffer());
+    const digest = crypto.createHash("sha384").update(body).digest("base64");
+    assert.equal(file.integrity, `sha384-${digest}`, `${stable}: the SRI value is the file's`);
+    const etag = hashed.headers.get("etag");
+    const again = await fetch(`${base}${file.url}`, { headers: { "if-none-match": etag } });
+    assert.equal(again.status, 304);
+    const unhashed = await fetch(`${base}/assets/${stable}`);
+    assert.equal(unhashed.headers.get("cache-control"), "public, max-age=300");
+    assert.equal(unhashed.headers.get("etag"), etag);
+    assert.ok(Buffer.from(await unhashed.arrayBuffer()).equals(body), `${stable} is the hashed file`);
+  }
+  const missing = await fetch(`${base}/assets/chat-widget.000000000000.js`);
+  assert.equal(missing.status, 404);
+  assert.equal((await missing.json()).error.code, "not_found");
+  const demo = await fetch(`${base}/demo`);
+  assert.equal(demo.headers.get("content-type"), "text/html; charset=utf-8");
+  assert.equal(demo.headers.get("x-content-type-options"), "nosniff");
+  assert.match(demo.headers.get("content-security-policy"), /default-src 'none'; script-src 'self'; style-src 'self';.* connect-src 'self'/);
+  const page = await demo.text();
+  assert.ok(page.includes(manifest.files["chat-widget.js"].url), "the demo loads the hashed script");
+  const missingPage = await fetch(`${base}/demo/docs/no-such-page`);
+  assert.equal(missingPage.status, 404);
+  assert.equal((await missingPage.json()).error.code, "not_found");
+  log("assets: hashed names immutable with matching SRI, unhashed 5 minutes, ETag 304, nosniff, 404 JSON; demo CSP");
+}
+
 /** `spin up` has no WebSocket trigger: there GET /chat/ws is a 404 like any unrouted path. A
  * proxy in front of the runner answers upgrades that way; the widget, on its default transport,
  * must fall back to the event stream and stop trying the socket. */
@@ -589,7 +626,11 @@ async function main() {
   try {
     const probe = await startServer();
     const ws = await websocketSupport(probe.base);
-    await probe.stop();
+    try {
+      await assetHeaders(probe.base);
+    } finally {
+      await probe.stop();
+    }
     if (ws.ok) {
       await run(browser, "auto");
     } else {
