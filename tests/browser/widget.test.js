@@ -103,6 +103,15 @@ function sleep(ms) {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
+/** Waits for a condition on what the page's listeners recorded (they run asynchronously). */
+async function until(condition, what) {
+  const deadline = Date.now() + TIMEOUT;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(20);
+  }
+}
+
 function httpStatus(url) {
   return new Promise((resolve, reject) => {
     http.get(url, (response) => {
@@ -276,6 +285,7 @@ async function run(browser, transport) {
     await watchGrowth(page);
     const first = await askAndWait(page, QUESTION);
     const lengths = await page.evaluate(() => window.__answerLengths);
+    if (transport === "sse") await until(() => traffic.sseDeltas.length >= 1, "the event stream's body");
     const deltas = transport === "sse" ? traffic.sseDeltas[0] : traffic.wsDeltas;
     assert.ok(deltas > 1, `more than one delta arrived (${deltas})`);
     // The widget renders at most once per animation frame, so deltas that arrive together
@@ -522,6 +532,7 @@ async function withoutWebSocket(browser) {
     await page.goto(`http://127.0.0.1:${port}/demo`);
     await page.getByRole("button", { name: /^Open chat/ }).click();
     await askAndWait(page, QUESTION);
+    await until(() => traffic.sseDeltas.length >= 1, "the event stream's body");
     assert.equal(sockets, 1, "the socket was tried once");
     assert.equal(traffic.chatBodies.length, 1, "then the question went as POST /chat");
     assert.ok(traffic.sseDeltas[0] > 1, `streamed (${traffic.sseDeltas[0]} deltas)`);
