@@ -29,6 +29,8 @@ type Socket =
 struct Runner {
     child: Child,
     port: u16,
+    /// `BASE_PATH`, which every URL starts with.
+    base_path: String,
     log: PathBuf,
     data_dir: tempfile::TempDir,
 }
@@ -58,9 +60,14 @@ impl Runner {
         for (name, value) in env {
             command.env(name, value);
         }
+        let base_path = env
+            .iter()
+            .find(|(name, _)| *name == "BASE_PATH")
+            .map_or(String::new(), |(_, path)| path.to_string());
         let mut runner = Runner {
             child: command.spawn().unwrap(),
             port,
+            base_path,
             log,
             data_dir,
         };
@@ -85,11 +92,11 @@ impl Runner {
     }
 
     fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        format!("http://127.0.0.1:{}{}{path}", self.port, self.base_path)
     }
 
     fn ws_url(&self) -> String {
-        format!("ws://127.0.0.1:{}/chat/ws", self.port)
+        format!("ws://127.0.0.1:{}{}/chat/ws", self.port, self.base_path)
     }
 
     fn log_text(&self) -> String {
@@ -372,6 +379,23 @@ async fn bad_frames_get_bad_frame_errors_and_the_connection_stays_usable() {
     send(&mut socket, json!({"type": "ping"})).await;
     assert_eq!(frame(&mut socket).await, json!({"type": "pong"}));
     ask_answered(&mut socket, "b2", json!({"query": QUESTION})).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn under_a_base_path_the_socket_and_its_asks_move_with_it() {
+    let runner = Runner::start(&[("BASE_PATH", "/api")]).await;
+    let mut socket = connect(&runner).await;
+    let frames = ask_answered(&mut socket, "p1", json!({"query": QUESTION})).await;
+    let session_id = frames[0]["session_id"].as_str().unwrap();
+    assert_eq!(runner.history(session_id).await.len(), 2);
+    let unprefixed = format!("ws://127.0.0.1:{}/chat/ws", runner.port);
+    match tokio_tungstenite::connect_async(unprefixed).await {
+        Err(WsError::Http(response)) => assert_eq!(response.status(), 404),
+        other => panic!(
+            "the socket answered outside BASE_PATH: {:?}",
+            other.map(|_| ())
+        ),
+    }
 }
 
 /// The model streams a long answer slowly, so it is in flight while the client asks again and
