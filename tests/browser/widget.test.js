@@ -542,6 +542,17 @@ async function withoutWebSocket(browser) {
     assert.equal(traffic.chatBodies[1].session_id, await page.evaluate(() =>
       Object.keys(localStorage).filter((k) => k.startsWith("chat-widget:session:")).map((k) => localStorage.getItem(k))[0]));
     log(`no WebSocket (404 on /chat/ws, as under spin up): fell back to the event stream (${traffic.sseDeltas[0]} deltas), socket not retried`);
+
+    // A page that allows only the WebSocket says why it cannot answer instead of "down".
+    const forced = await openDemo(context, server.base, "ws");
+    await forced.page.goto(`http://127.0.0.1:${port}/demo`);
+    await forced.page.getByRole("button", { name: /^Open chat/ }).click();
+    await forced.page.getByLabel("Your question").fill(QUESTION);
+    await forced.page.getByLabel("Your question").press("Enter");
+    const error = forced.page.locator(".chat-widget__status--error span").first();
+    await error.waitFor({ timeout: TIMEOUT });
+    assert.match(await error.innerText(), /does not offer a WebSocket here.*Remove data-transport/);
+    log(`no WebSocket, data-transport="ws": "${await error.innerText()}"`);
     await context.close();
   } finally {
     proxy.close();

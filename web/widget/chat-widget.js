@@ -353,6 +353,10 @@
       return "Can't reach the chat service at " + apiBase.origin +
         ". It may be down or restarting; try again in a moment.";
     }
+    if (failure.kind === "no-websocket") {
+      return "The chat service at " + apiBase.origin + " does not offer a WebSocket here, and this page allows no other way " +
+        "(data-transport=\"ws\"). Remove data-transport to use streamed HTTP instead.";
+    }
     if (failure.kind === "interrupted") {
       return "The connection dropped before the answer was complete. Try again.";
     }
@@ -821,7 +825,11 @@
     if (forced === "ws") {
       return askWs(body, answer).catch(function (failure) {
         if (failure && failure.kind === "no-websocket") {
-          return classifyNetworkFailure().then(function (f) { throw f; });
+          // Down, or up without a WebSocket (e.g. under `spin up`): /health tells them apart.
+          return fetch(api("health"), { cache: "no-store" }).then(
+            function () { throw { kind: "no-websocket" }; },
+            function () { return classifyNetworkFailure().then(function (f) { throw f; }); }
+          );
         }
         throw failure;
       });
