@@ -324,6 +324,7 @@ impl Connection {
             crate::metrics::websocket_ask("abandoned");
         }
         if let End::Close(code, reason) = end {
+            tracing::debug!(code, reason, "closing a WebSocket");
             let _ = self
                 .ws
                 .send(Message::Close(Some(CloseFrame {
