@@ -277,7 +277,10 @@ async fn cors_allows_listed_origins_only() {
             Some("https://other.example"),
             "{path}: {headers:?}"
         );
-        assert_eq!(headers["access-control-expose-headers"], "x-request-id");
+        assert_eq!(
+            headers["access-control-expose-headers"],
+            "x-request-id, retry-after"
+        );
     }
 }
 

@@ -379,7 +379,8 @@
     var header = response && response.headers.get("retry-after");
     if (header && /^\d+$/.test(header.trim())) return Number(header.trim());
     if (body && body.error && typeof body.error.retry_after_secs === "number") return body.error.retry_after_secs;
-    // A cross-origin page cannot read Retry-After; the message says it too.
+    // Retry-After is exposed to cross-origin pages; where a proxy strips that, the message
+    // still says how long to wait.
     var match = body && body.error && /retry in (\d+)/.exec(body.error.message || "");
     return match ? Number(match[1]) : 0;
   }

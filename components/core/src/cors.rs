@@ -6,8 +6,9 @@
 pub const ALLOW_METHODS: &str = "GET, POST, DELETE, OPTIONS";
 /// Request headers a browser may send.
 pub const ALLOW_HEADERS: &str = "content-type, accept, authorization, x-request-id";
-/// Response headers a page may read besides the simple ones.
-pub const EXPOSE_HEADERS: &str = "x-request-id";
+/// Response headers a page may read besides the simple ones: the request id to quote in a
+/// report, and how long a rate-limited page should wait.
+pub const EXPOSE_HEADERS: &str = "x-request-id, retry-after";
 /// How long a browser may reuse a preflight answer.
 pub const MAX_AGE_SECS: u32 = 600;
 
@@ -125,7 +126,7 @@ mod tests {
         let answer = headers(&allowed, Some("https://book.example"), false);
         assert_eq!(
             value(&answer, "access-control-expose-headers"),
-            Some("x-request-id")
+            Some("x-request-id, retry-after")
         );
         assert!(value(&answer, "access-control-allow-methods").is_none());
         for refused in [Some("https://evil.example"), Some("null"), None] {
