@@ -466,7 +466,11 @@ impl Connection {
         } else {
             None
         };
-        if let Some(frame) = refusal {
+        if let Some(mut frame) = refusal {
+            // A client waiting on this ask's id learns that it was refused.
+            if let Some(id) = text.and_then(frame_id) {
+                frame["id"] = id.into();
+            }
             self.refusals += 1;
             if self.refusals >= REFUSALS_BEFORE_CLOSE {
                 return Some(End::Close(close_code::POLICY, "too many refused messages"));
@@ -629,6 +633,18 @@ fn parse(text: &str) -> Result<Inbound, Value> {
             id.as_deref(),
             "a frame needs a \"type\": ask, cancel or ping",
         )),
+    }
+}
+
+/// The `id` of a frame that is not otherwise read, if it has a valid one.
+fn frame_id(text: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct WithId {
+        id: Option<Value>,
+    }
+    match serde_json::from_str::<WithId>(text).ok()?.id? {
+        Value::String(id) if (1..=ASK_ID_MAX_CHARS).contains(&id.chars().count()) => Some(id),
+        _ => None,
     }
 }
 
@@ -890,6 +906,13 @@ mod tests {
         }
         let long = format!(r#"{{"type":"ask","id":"{}","query":"q"}}"#, "x".repeat(65));
         assert!(parse(&long).is_err());
+        assert_eq!(
+            frame_id(r#"{"type":"ask","id":"a1","query":"q"}"#).as_deref(),
+            Some("a1")
+        );
+        assert_eq!(frame_id(&long), None);
+        assert_eq!(frame_id(r#"{"type":"ping"}"#), None);
+        assert_eq!(frame_id("not json"), None);
     }
 
     #[test]

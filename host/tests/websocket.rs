@@ -545,6 +545,7 @@ async fn messages_over_the_size_and_rate_limits_are_refused_then_closed() {
     .await;
     let error = frame(&mut socket).await;
     assert_eq!(error["code"], "message_too_large", "{error}");
+    assert_eq!(error["id"], "m1", "{error}");
     ask_answered(&mut socket, "m2", json!({"query": QUESTION})).await;
 
     // Far over the limit: not read at all.
@@ -559,9 +560,14 @@ async fn messages_over_the_size_and_rate_limits_are_refused_then_closed() {
         send(&mut socket, json!({"type": "ping"})).await;
         assert_eq!(frame(&mut socket).await["type"], "pong");
     }
-    send(&mut socket, json!({"type": "ping"})).await;
+    send(
+        &mut socket,
+        json!({"type": "ask", "id": "m3", "query": QUESTION}),
+    )
+    .await;
     let refused = frame(&mut socket).await;
     assert_eq!(refused["code"], "too_many_messages", "{refused}");
+    assert_eq!(refused["id"], "m3", "{refused}");
     assert!(refused["retry_after_secs"].as_u64().unwrap() >= 1);
     for _ in 0..8 {
         send(&mut socket, json!({"type": "ping"})).await;
