@@ -93,3 +93,12 @@ if [[ $HAVE_WASMTIME == 1 ]]; then
     echo "ratio runner_guest/wasmtime_serve:  $(ratio "${MED[runner_guest]}" "${MED[wasmtime_serve]}")   (goal >= 2.0)"
     echo "ratio runner_health/wasmtime_serve: $(ratio "${MED[runner_health]}" "${MED[wasmtime_serve]}")"
 fi
+
+# Per-request CPU cost, the figure that stays put on a busy machine (perf stat; needs perf).
+if command -v perf >/dev/null && [[ "${COST:-1}" == 1 ]]; then
+    echo "CPU per request (perf stat, all threads, user + kernel), ${SECS}s of wrk -c$CONNS each:"
+    for target in "${TARGETS[@]}"; do
+        read -r cpu_us faults tlb requests < <(cost_per_request "${URL[$target]}" "${PID_OF[$target]}" "$SECS" "$CONNS")
+        printf "cost %-15s %8s us CPU  %7s page faults  %6s TLB shootdowns per request  (%s requests)\n" "$target" "$cpu_us" "$faults" "$tlb" "$requests"
+    done
+fi

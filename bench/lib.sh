@@ -172,3 +172,26 @@ machine() {
         "$(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo), kernel $(uname -r)," \
         "load average $(cut -d' ' -f1-3 /proc/loadavg)"
 }
+
+# cost_per_request URL PID SECONDS CONNECTIONS [wrk args...]: what the process PID (all
+# threads, user and kernel) spends per answered request under wrk load: CPU microseconds
+# (perf stat task-clock; this machine's VM exposes no hardware counters), page faults, and
+# the machine's TLB-shootdown interrupts (from /proc/interrupts, so counting any other process
+# too). These move much less than requests/s when other work shares the machine. Prints
+# "cpu_us page_faults tlb_shootdowns requests" (per request, except requests).
+cost_per_request() {
+    local url=$1 pid=$2 secs=$3 conns=$4 out tlb_before tlb_after
+    shift 4
+    tlb() { awk '$1 == "TLB:" {s = 0; for (i = 2; i <= NF; i++) if ($i ~ /^[0-9]+$/) s += $i; print s}' /proc/interrupts; }
+    tlb_before=$(tlb)
+    perf stat -x, -e task-clock,page-faults -p "$pid" -o "$TMP/perf-stat" -- sleep "$secs" &
+    local perf_pid=$!
+    out=$(wrk -t1 -c"$conns" -d"${secs}s" "$@" "$url")
+    wait "$perf_pid" || true
+    tlb_after=$(tlb)
+    local requests
+    requests=$(awk '/requests in/ {print $1}' <<<"$out")
+    awk -F, -v n="$requests" -v tlb=$((tlb_after - tlb_before)) '
+        $3 ~ /^task-clock/ {ms = $1} $3 ~ /^page-faults/ {pf = $1}
+        END {printf "%.1f %.2f %.2f %d\n", ms * 1000 / n, pf / n, tlb / n, n}' "$TMP/perf-stat"
+}

@@ -44,6 +44,9 @@ pub struct Runtime {
     services: Services,
     settings: RuntimeSettings,
     permits: Arc<Semaphore>,
+    /// One idle connection to each embedded database, open for the runner's life (see
+    /// [`keep_databases_open`]).
+    _database_keepers: std::sync::Mutex<Vec<rusqlite::Connection>>,
     pub app: App,
     pub variables: AppVariables,
 }
@@ -124,7 +127,9 @@ impl Runtime {
             }),
             sqlite: Sqlite::new(&settings.app.data_dir)?,
         };
+        let keepers = keep_databases_open(&services.sqlite, &app);
         Ok(Self {
+            _database_keepers: std::sync::Mutex::new(keepers),
             _ticker: EpochTicker::start(&engine),
             engine,
             routes: RouteTable::new(routes)?,
@@ -331,6 +336,35 @@ impl Runtime {
         set("spin-client-addr", &spin.client.to_string());
         Ok(Request::from_parts(parts, Full::new(bytes)))
     }
+}
+
+/// Opens every embedded database the components declare and keeps the connections idle for the
+/// runner's life. Components open a connection per request; when the last connection to a
+/// database closes, SQLite checkpoints the WAL into the database and removes it, with an fsync
+/// of the log, the database and the folder, so without another connection open every request
+/// that wrote paid for a full checkpoint (about 20 ms here) and the next one recreated the
+/// log. An idle connection holds no snapshot, so the WAL bound (`sqlite::bound_wal`) still
+/// truncates the log. A database that cannot be opened now is left to fail per request, as
+/// before.
+fn keep_databases_open(sqlite: &Sqlite, app: &App) -> Vec<rusqlite::Connection> {
+    let mut names: Vec<&String> = app
+        .manifest
+        .component
+        .values()
+        .flat_map(|c| &c.sqlite_databases)
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+        .into_iter()
+        .filter_map(|name| match sqlite.open(name) {
+            Ok(conn) => Some(conn),
+            Err(err) => {
+                tracing::warn!(database = %name, "cannot open the embedded database: {err}");
+                None
+            }
+        })
+        .collect()
 }
 
 /// Runs at every epoch tick of a guest. A guest that computes without awaiting anything
