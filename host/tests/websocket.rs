@@ -474,6 +474,9 @@ async fn an_ask_while_one_streams_is_busy_and_cancel_stores_the_answer_incomplet
         !content.contains(&format!("word{}", WORDS - 1)),
         "the answer was not cut: {content}"
     );
+    // The component's own log line, through the runner's guest output, as for any request.
+    let left = format!("the client left during message {}", stored[1]["id"]);
+    assert!(runner.log_text().contains(&left), "{}", runner.log_text());
 
     // The connection takes the next ask.
     let frames = ask_answered(
@@ -486,6 +489,65 @@ async fn an_ask_while_one_streams_is_busy_and_cancel_stores_the_answer_incomplet
     assert_eq!(stored.len(), 4, "{stored:?}");
     assert_eq!(stored[3]["id"], frames.last().unwrap()["message_id"]);
     assert_eq!(stored[3]["status"], "complete");
+}
+
+/// An ask takes an instance permit like any request: with one permit held by a streaming
+/// answer, another connection's ask is refused as `server_busy`, and served once it is free.
+#[tokio::test(flavor = "multi_thread")]
+async fn asks_take_the_runtimes_permits_like_any_request() {
+    let model = start_slow_model(&[100, 3]).await;
+    let runner = Runner::start(&[
+        ("SPIN_VARIABLE_OPENAI_API_KEY", "test-openai-key"),
+        ("SPIN_VARIABLE_OPENAI_BASE_URL", &model),
+        ("MAX_CONCURRENT_REQUESTS", "1"),
+    ])
+    .await;
+    let mut streaming = connect(&runner).await;
+    send(
+        &mut streaming,
+        json!({"type": "ask", "id": "l1", "query": QUESTION}),
+    )
+    .await;
+    assert_eq!(frame(&mut streaming).await["type"], "sources");
+
+    let mut other = connect(&runner).await;
+    send(
+        &mut other,
+        json!({"type": "ask", "id": "l2", "query": QUESTION}),
+    )
+    .await;
+    let refused = frame(&mut other).await;
+    assert_eq!(refused["type"], "error", "{refused}");
+    assert_eq!(refused["id"], "l2");
+    assert_eq!(refused["code"], "server_busy");
+
+    send(&mut streaming, json!({"type": "cancel", "id": "l1"})).await;
+    loop {
+        let frame = frame(&mut streaming).await;
+        if frame["type"] == "cancelled" {
+            break;
+        }
+        assert_eq!(frame["type"], "delta", "{frame}");
+    }
+    // The cancelled answer's instance ends at its next write; then the permit is free.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let id = format!("l3-{attempt}");
+        send(
+            &mut other,
+            json!({"type": "ask", "id": id, "query": QUESTION}),
+        )
+        .await;
+        let frames = frames_until_end(&mut other, &id).await;
+        if types(&frames).last() == Some(&"done") {
+            break;
+        }
+        assert_eq!(frames.last().unwrap()["code"], "server_busy", "{frames:?}");
+        assert!(Instant::now() < deadline, "the permit was not given back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// What the model double does wrong reaches the client as the HTTP client would see it: a
