@@ -1077,7 +1077,7 @@ async fn postgres_phase(args: &Args, admin: tokio_postgres::Client) -> Vec<Strin
     stop_and_check(&mut runner, &data_dir, &mut failures);
     stop(&mut doubles, Duration::from_secs(2));
     drop_database(&admin, &db_name).await;
-    let _ = std::fs::remove_dir_all(&data_dir);
+    keep_on_failure(&data_dir, &failures);
     failures
 }
 
@@ -1129,8 +1129,17 @@ async fn sqlite_phase(args: &Args) -> Vec<String> {
         ));
     }
     stop_and_check(&mut runner, &data_dir, &mut failures);
-    let _ = std::fs::remove_dir_all(&data_dir);
+    keep_on_failure(&data_dir, &failures);
     failures
+}
+
+/// Removes a phase's folder, unless a check failed: then its runner log is kept for reading.
+fn keep_on_failure(data_dir: &Path, failures: &[String]) {
+    if failures.is_empty() {
+        let _ = std::fs::remove_dir_all(data_dir);
+    } else {
+        println!("runner log kept: {}", data_dir.join("runner.log").display());
+    }
 }
 
 fn temp_dir(label: &str) -> PathBuf {
