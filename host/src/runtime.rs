@@ -355,16 +355,22 @@ fn keep_databases_open(sqlite: &Sqlite, app: &App) -> Vec<rusqlite::Connection> 
         .collect();
     names.sort();
     names.dedup();
-    names
-        .into_iter()
-        .filter_map(|name| match sqlite.open(name) {
-            Ok(conn) => Some(conn),
+    let mut keepers = Vec::new();
+    for name in names {
+        // A connection takes its share of the WAL (the lock that makes it count as open) at
+        // its first read, not when it opens.
+        let opened = sqlite.open(name).and_then(|conn| {
+            conn.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))?;
+            Ok(conn)
+        });
+        match opened {
+            Ok(conn) => keepers.push(conn),
             Err(err) => {
-                tracing::warn!(database = %name, "cannot open the embedded database: {err}");
-                None
+                tracing::warn!(database = %name, "cannot open the embedded database: {err}")
             }
-        })
-        .collect()
+        }
+    }
+    keepers
 }
 
 /// Runs at every epoch tick of a guest. A guest that computes without awaiting anything
