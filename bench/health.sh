@@ -68,9 +68,11 @@ fi
 
 machine
 echo "wrk -t1 -c$CONNS -d${SECS}s --latency, $ROUNDS rounds${RUNNER_PREFIX:+, runner under: $RUNNER_PREFIX}${RUNNER_ENV:+, runner env: $RUNNER_ENV}"
-for target in "${TARGETS[@]}"; do
-    wrk -t1 -c"$CONNS" -d1s "${URL[$target]}" >/dev/null # warm up
-done
+if [[ $SMOKE != 1 ]]; then
+    for target in "${TARGETS[@]}"; do
+        wrk -t1 -c"$CONNS" -d1s "${URL[$target]}" >/dev/null # warm up
+    done
+fi
 declare -A ALL
 for ((round = 1; round <= ROUNDS; round++)); do
     for target in "${TARGETS[@]}"; do
@@ -95,7 +97,7 @@ if [[ $HAVE_WASMTIME == 1 ]]; then
 fi
 
 # Per-request CPU cost, the figure that stays put on a busy machine (perf stat; needs perf).
-if command -v perf >/dev/null && [[ "${COST:-1}" == 1 ]]; then
+if command -v perf >/dev/null && [[ "${COST:-$((1 - SMOKE))}" == 1 ]]; then
     echo "CPU per request (perf stat, all threads, user + kernel), ${SECS}s of wrk -c$CONNS each:"
     for target in "${TARGETS[@]}"; do
         read -r cpu_us faults tlb requests < <(cost_per_request "${URL[$target]}" "${PID_OF[$target]}" "$SECS" "$CONNS")
