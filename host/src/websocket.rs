@@ -18,7 +18,7 @@ use axum::http::{
 };
 use axum::Router;
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{SinkExt, StreamExt};
 use governor::clock::Clock;
 use governor::{DefaultDirectRateLimiter, Quota};
 use http_body_util::{BodyExt, Limited};
@@ -323,21 +323,24 @@ impl Connection {
             ask.task.abort();
             crate::metrics::websocket_ask("abandoned");
         }
-        if let End::Close(code, reason) = end {
-            tracing::debug!(code, reason, "closing a WebSocket");
-            let _ = self
-                .ws
-                .send(Message::Close(Some(CloseFrame {
-                    code,
-                    reason: reason.into(),
-                })))
-                .await;
-            // Give the client the chance to answer the close, as the protocol asks.
-            let _ = tokio::time::timeout(CLOSE_HANDSHAKE, async {
-                while let Some(Ok(_)) = self.ws.recv().await {}
-            })
+        let End::Close(code, reason) = end else {
+            // Sends the reply to a client's close frame, which the protocol layer has queued.
+            let _ = tokio::time::timeout(CLOSE_HANDSHAKE, SinkExt::close(&mut self.ws)).await;
+            return;
+        };
+        tracing::debug!(code, reason, "closing a WebSocket");
+        let _ = self
+            .ws
+            .send(Message::Close(Some(CloseFrame {
+                code,
+                reason: reason.into(),
+            })))
             .await;
-        }
+        // Give the client the chance to answer the close, as the protocol asks.
+        let _ = tokio::time::timeout(CLOSE_HANDSHAKE, async {
+            while let Some(Ok(_)) = self.ws.recv().await {}
+        })
+        .await;
     }
 
     async fn serve(&mut self) -> End {

@@ -379,6 +379,22 @@ async fn bad_frames_get_bad_frame_errors_and_the_connection_stays_usable() {
     send(&mut socket, json!({"type": "ping"})).await;
     assert_eq!(frame(&mut socket).await, json!({"type": "pong"}));
     ask_answered(&mut socket, "b2", json!({"query": QUESTION})).await;
+
+    // The client's close is answered, as the closing handshake asks.
+    socket
+        .send(Message::Close(Some(CloseFrame {
+            code: CloseCode::Normal,
+            reason: "bye".into(),
+        })))
+        .await
+        .unwrap();
+    match tokio::time::timeout(FRAME_TIMEOUT, socket.next())
+        .await
+        .unwrap()
+    {
+        Some(Ok(Message::Close(_))) | None => {}
+        other => panic!("the close was not answered: {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
