@@ -26,7 +26,7 @@ use upstream_doubles::{Doubles, Endpoint, Fault};
 /// A question the sample book answers; its passages pass every relevance minimum below.
 const QUESTION: &str = "What does the zero moment point mean for a walking robot's balance?";
 /// Per upstream call; the delay faults wait longer than this.
-const UPSTREAM_TIMEOUT_MS: u64 = 700;
+const UPSTREAM_TIMEOUT_MS: u64 = 1000;
 /// The chat component's retry policy: attempts per logical call (`RetryPolicy::default`).
 const ATTEMPTS: usize = 3;
 
