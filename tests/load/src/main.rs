@@ -138,21 +138,27 @@ fn fail_now(message: &str) -> ! {
     std::process::exit(2);
 }
 
-/// Stops a child with SIGTERM, then SIGKILL after `grace`.
-fn stop(child: &mut Child, grace: Duration) {
+/// Stops a child with SIGTERM, then SIGKILL after `grace`; its exit status when SIGTERM
+/// sufficed.
+fn stop(child: &mut Child, grace: Duration) -> Option<std::process::ExitStatus> {
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
     let deadline = Instant::now() + grace;
+    let mut exited = None;
     while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
+        if let Ok(Some(status)) = child.try_wait() {
+            exited = Some(status);
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    if exited.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
     CHILDREN.lock().unwrap().retain(|pid| *pid != child.id());
+    exited
 }
 
 fn free_port() -> u16 {
@@ -564,6 +570,24 @@ async fn greedy_client(phase: Arc<Phase>) {
     for worker in workers {
         let _ = worker.await;
     }
+}
+
+/// Established TCP connections whose local end is `port` on loopback (the runner's side of
+/// each client connection), from `/proc/net/tcp`.
+fn established_to(port: u16) -> u64 {
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+        return 0;
+    };
+    let local_suffix = format!(":{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            // sl, local_address, rem_address, st, ...
+            let fields: Vec<&str> = line.split_whitespace().take(4).collect();
+            fields.len() == 4 && fields[1].ends_with(&local_suffix) && fields[3] == "01"
+        })
+        .count() as u64
 }
 
 /// The runner's memory as it samples it: (VmRSS kB, VmHWM kB).
@@ -1043,7 +1067,7 @@ async fn postgres_phase(args: &Args, admin: tokio_postgres::Client) -> Vec<Strin
 
     let sampling = Arc::new(AtomicBool::new(false));
     let memory = sampler(Duration::from_secs(1), sampling.clone(), move || {
-        memory_kb(pid)
+        memory_kb(pid).map(|(rss, hwm)| (rss, hwm, established_to(port)))
     });
     println!(
         "load: {} clients for {} s against {base} (PostgreSQL sessions)",
@@ -1055,8 +1079,10 @@ async fn postgres_phase(args: &Args, admin: tokio_postgres::Client) -> Vec<Strin
     failures.extend(report("postgres phase", &stats, elapsed));
     failures.extend(check_postgres(&db_url, &stats).await);
 
-    let max_rss = samples.iter().map(|(rss, _)| *rss).max().unwrap_or(0);
-    let (end_rss, hwm) = samples.last().copied().unwrap_or_default();
+    let max_rss = samples.iter().map(|(rss, _, _)| *rss).max().unwrap_or(0);
+    let (end_rss, hwm, _) = samples.last().copied().unwrap_or_default();
+    let connections = samples.iter().map(|(_, _, open)| *open).max().unwrap_or(0);
+    println!("open connections to the runner: at most {connections} (sampled 1/s)");
     println!(
         "runner memory: VmRSS {} MiB at start, max {} MiB, {} MiB at the end; VmHWM {} MiB ({} samples, 1/s); limit {} MiB",
         rss_at_start / 1024,
@@ -1082,7 +1108,12 @@ async fn postgres_phase(args: &Args, admin: tokio_postgres::Client) -> Vec<Strin
 
 /// SIGTERM; the runner must leave with success within its grace time.
 fn stop_and_check(runner: &mut Child, data_dir: &Path, failures: &mut Vec<String>) {
-    stop(runner, Duration::from_secs(35));
+    match stop(runner, Duration::from_secs(35)) {
+        Some(status) if status.success() => {}
+        other => failures.push(format!(
+            "the runner did not stop cleanly on SIGTERM: {other:?}"
+        )),
+    }
     let log = std::fs::read_to_string(data_dir.join("runner.log")).unwrap_or_default();
     let panics = log.lines().filter(|l| l.contains("panicked")).count();
     if panics > 0 {
