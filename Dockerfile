@@ -50,11 +50,13 @@ COPY components/assets/Cargo.toml components/assets/
 COPY host/Cargo.toml host/
 COPY tests/guest/Cargo.toml tests/guest/
 COPY tests/doubles/Cargo.toml tests/doubles/
+COPY tests/load/Cargo.toml tests/load/
 RUN for crate in components/core components/adapters components/chat components/session \
                  components/health components/openapi components/assets host tests/guest tests/doubles; do \
         mkdir -p "$crate/src" && touch "$crate/src/lib.rs"; \
     done \
     && echo 'fn main() {}' > host/src/main.rs \
+    && mkdir -p tests/load/src && echo 'fn main() {}' > tests/load/src/main.rs \
     && echo 'fn main() {}' > components/assets/build.rs \
     && cargo fetch --locked \
     && cargo build --locked --release --target wasm32-wasip2 -p health -p chat -p session -p openapi -p assets \
