@@ -1080,48 +1080,12 @@ async fn concurrent_chats_on_one_session_lose_nothing_and_keep_order() {
     assert_eq!(stored.iter().filter(|m| m.role == "user").count(), CHATS);
 }
 
-/// An OpenAI-compatible endpoint that writes one word every 200 ms for a long time, so a
-/// client can leave in the middle of the answer.
-async fn start_slow_model() -> String {
-    use axum::routing::post;
-    let app = axum::Router::new().route(
-        "/v1/chat/completions",
-        post(|| async {
-            let words = futures::stream::unfold(0u32, |i| async move {
-                if i > 0 {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                let chunk = json!({
-                    "id": "chatcmpl-slow", "object": "chat.completion.chunk", "created": 1,
-                    "model": "slow",
-                    "choices": [{"index": 0, "delta": {"content": format!("word{i} ")},
-                                 "finish_reason": null}],
-                });
-                (i < 100).then(|| {
-                    (
-                        Ok::<_, std::convert::Infallible>(format!("data: {chunk}\n\n")),
-                        i + 1,
-                    )
-                })
-            });
-            axum::response::Response::builder()
-                .header("content-type", "text/event-stream")
-                .body(axum::body::Body::from_stream(words))
-                .unwrap()
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/v1", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    url
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_that_leaves_mid_stream_leaves_the_partial_answer_stored_incomplete() {
     use futures::StreamExt;
     let doubles = Doubles::start().await;
     seed_qdrant(&doubles).await;
-    let model = start_slow_model().await;
+    let model = support::slow_model::start(&[100]).await;
     let server = start_with(
         &upstream_variables(&doubles, &[("openai_base_url", &model)]),
         None,

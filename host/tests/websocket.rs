@@ -4,13 +4,10 @@
 
 mod support;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use support::free_port;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -25,13 +22,9 @@ const FRAME_TIMEOUT: Duration = Duration::from_secs(30);
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// The runner binary on a free port, its log in a file.
+/// The runner binary, keyless over the sample book, with its data folder.
 struct Runner {
-    child: Child,
-    port: u16,
-    /// `BASE_PATH`, which every URL starts with.
-    base_path: String,
-    log: PathBuf,
+    process: support::runner::Runner,
     data_dir: tempfile::TempDir,
 }
 
@@ -39,76 +32,24 @@ impl Runner {
     /// Keyless over the sample book, with `env` on top (rate limits off unless `env` sets them).
     async fn start(env: &[(&str, &str)]) -> Runner {
         let data_dir = support::data_dir_with_book_index().await;
-        let port = free_port();
-        let log = data_dir.path().join("runner.log");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_host"));
-        command
-            .arg("serve")
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("SPIN_MANIFEST", support::workspace().join("spin.toml"))
-            .env("PORT", port.to_string())
-            .env("BIND_ADDR", "127.0.0.1")
-            .env("DATA_DIR", data_dir.path())
-            .env(
-                "COMPILE_CACHE_DIR",
-                support::workspace().join("target/test-compile-cache"),
-            )
-            .env("RATE_LIMIT_PER_MINUTE", "0")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
-        for (name, value) in env {
-            command.env(name, value);
-        }
-        let base_path = env
-            .iter()
-            .find(|(name, _)| *name == "BASE_PATH")
-            .map_or(String::new(), |(_, path)| path.to_string());
-        let mut runner = Runner {
-            child: command.spawn().unwrap(),
-            port,
-            base_path,
-            log,
-            data_dir,
-        };
-        runner.wait_ready().await;
-        runner
-    }
-
-    async fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while Instant::now() < deadline {
-            if let Ok(response) = reqwest::get(self.url("/health")).await {
-                if response.status() == 200 {
-                    return;
-                }
-            }
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("the runner exited with {status}: {}", self.log_text());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("the runner did not become ready: {}", self.log_text());
+        let process = support::runner::Runner::start_with_env(data_dir.path(), &[], env).await;
+        Runner { process, data_dir }
     }
 
     fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{}{path}", self.port, self.base_path)
+        self.process.url(path)
     }
 
     fn ws_url(&self) -> String {
-        format!("ws://127.0.0.1:{}{}/chat/ws", self.port, self.base_path)
+        self.url("/chat/ws").replacen("http://", "ws://", 1)
     }
 
     fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.process.log_text()
     }
 
     fn terminate(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        self.process.terminate();
     }
 
     /// The stored messages of a session, through the API.
@@ -119,13 +60,6 @@ impl Runner {
         assert_eq!(response.status(), 200);
         let body: Value = response.json().await.unwrap();
         body["messages"].as_array().unwrap().clone()
-    }
-}
-
-impl Drop for Runner {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -404,7 +338,7 @@ async fn under_a_base_path_the_socket_and_its_asks_move_with_it() {
     let frames = ask_answered(&mut socket, "p1", json!({"query": QUESTION})).await;
     let session_id = frames[0]["session_id"].as_str().unwrap();
     assert_eq!(runner.history(session_id).await.len(), 2);
-    let unprefixed = format!("ws://127.0.0.1:{}/chat/ws", runner.port);
+    let unprefixed = format!("ws://127.0.0.1:{}/chat/ws", runner.process.port);
     match tokio_tungstenite::connect_async(unprefixed).await {
         Err(WsError::Http(response)) => assert_eq!(response.status(), 404),
         other => panic!(
@@ -419,7 +353,7 @@ async fn under_a_base_path_the_socket_and_its_asks_move_with_it() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_ask_while_one_streams_is_busy_and_cancel_stores_the_answer_incomplete() {
     const WORDS: u32 = 100;
-    let model = start_slow_model(&[WORDS, 3]).await;
+    let model = support::slow_model::start(&[WORDS, 3]).await;
     let runner = Runner::start(&[
         ("SPIN_VARIABLE_OPENAI_API_KEY", "test-openai-key"),
         ("SPIN_VARIABLE_OPENAI_BASE_URL", &model),
@@ -511,7 +445,7 @@ async fn an_ask_while_one_streams_is_busy_and_cancel_stores_the_answer_incomplet
 /// answer, another connection's ask is refused as `server_busy`, and served once it is free.
 #[tokio::test(flavor = "multi_thread")]
 async fn asks_take_the_runtimes_permits_like_any_request() {
-    let model = start_slow_model(&[100, 3]).await;
+    let model = support::slow_model::start(&[100, 3]).await;
     let runner = Runner::start(&[
         ("SPIN_VARIABLE_OPENAI_API_KEY", "test-openai-key"),
         ("SPIN_VARIABLE_OPENAI_BASE_URL", &model),
@@ -667,7 +601,7 @@ async fn the_origin_is_checked_against_the_cors_list_before_the_upgrade() {
         }
         other => panic!("a refused origin was let in: {:?}", other.map(|_| ())),
     }
-    let self_origin = format!("http://127.0.0.1:{}", runner.port);
+    let self_origin = format!("http://127.0.0.1:{}", runner.process.port);
     for origin in [
         Some("http://book.example"),
         Some(self_origin.as_str()),
@@ -791,58 +725,10 @@ async fn an_idle_connection_is_closed_and_a_silent_one_too() {
     assert_eq!(close.reason.as_str(), "no pong");
 }
 
-/// An OpenAI-compatible endpoint that streams one word every 150 ms: `words[n]` words in its
-/// n-th answer (the last count for every later one).
-async fn start_slow_model(words: &[u32]) -> String {
-    use axum::routing::post;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let counts = std::sync::Arc::new(words.to_vec());
-    let calls = std::sync::Arc::new(AtomicUsize::new(0));
-    let app = axum::Router::new().route(
-        "/v1/chat/completions",
-        post(move || {
-            let call = calls.fetch_add(1, Ordering::SeqCst);
-            let words = counts[call.min(counts.len() - 1)];
-            answer(words)
-        }),
-    );
-    async fn answer(words: u32) -> axum::response::Response {
-        let chunks = futures::stream::unfold(0u32, move |i| async move {
-            if i > words {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(150)).await;
-            let data = if i == words {
-                "[DONE]".to_owned()
-            } else {
-                json!({
-                    "id": "chatcmpl-slow", "object": "chat.completion.chunk", "created": 1,
-                    "model": "slow",
-                    "choices": [{"index": 0, "delta": {"content": format!("word{i} ")},
-                                 "finish_reason": null}],
-                })
-                .to_string()
-            };
-            Some((
-                Ok::<_, std::convert::Infallible>(format!("data: {data}\n\n")),
-                i + 1,
-            ))
-        });
-        axum::response::Response::builder()
-            .header("content-type", "text/event-stream")
-            .body(axum::body::Body::from_stream(chunks))
-            .unwrap()
-    }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/v1", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    url
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_lets_the_answer_in_flight_finish_then_closes_with_1001() {
     const WORDS: u32 = 16;
-    let model = start_slow_model(&[WORDS]).await;
+    let model = support::slow_model::start(&[WORDS]).await;
     let mut runner = Runner::start(&[
         ("SPIN_VARIABLE_OPENAI_API_KEY", "test-openai-key"),
         ("SPIN_VARIABLE_OPENAI_BASE_URL", &model),
@@ -900,7 +786,7 @@ async fn sigterm_lets_the_answer_in_flight_finish_then_closes_with_1001() {
     let close = close_frame(&mut socket).await;
     assert_eq!(close.code, CloseCode::Away, "{close:?}");
 
-    let status = runner.child.wait().unwrap();
+    let status = runner.process.child.wait().unwrap();
     assert!(status.success(), "{status}: {}", runner.log_text());
     // The answer was stored complete before the process ended.
     let session_id = done["session_id"].as_str().unwrap();
@@ -918,7 +804,7 @@ async fn sigterm_lets_the_answer_in_flight_finish_then_closes_with_1001() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn past_the_drain_deadline_answers_are_cut_and_sockets_closed_with_1001() {
-    let model = start_slow_model(&[100]).await;
+    let model = support::slow_model::start(&[100]).await;
     let mut runner = Runner::start(&[
         ("SPIN_VARIABLE_OPENAI_API_KEY", "test-openai-key"),
         ("SPIN_VARIABLE_OPENAI_BASE_URL", &model),
@@ -949,6 +835,6 @@ async fn past_the_drain_deadline_answers_are_cut_and_sockets_closed_with_1001() 
         waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
         "{waited:?}"
     );
-    let status = runner.child.wait().unwrap();
+    let status = runner.process.child.wait().unwrap();
     assert!(status.success(), "{status}: {}", runner.log_text());
 }

@@ -4,6 +4,7 @@
 pub mod logs;
 pub mod postgres;
 pub mod runner;
+pub mod slow_model;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -26,7 +27,7 @@ pub fn wasm(name: &str) -> PathBuf {
     let path = workspace().join(format!("target/wasm32-wasip2/release/{name}.wasm"));
     assert!(
         path.exists(),
-        "{} is missing: build the components first (cargo build --target wasm32-wasip2 --release -p health -p chat -p session -p openapi -p test-guest)",
+        "{} is missing: build the components first (scripts/build-components)",
         path.display()
     );
     path

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 pub struct Runner {
     pub child: Child,
+    pub port: u16,
+    /// `http://127.0.0.1:PORT` followed by `BASE_PATH` when `env` sets one.
     pub base: String,
     pub log: PathBuf,
 }
@@ -54,9 +56,15 @@ impl Runner {
                 value,
             );
         }
+        let base_path = env
+            .iter()
+            .rev()
+            .find(|(name, _)| *name == "BASE_PATH")
+            .map_or("", |(_, path)| path);
         let mut runner = Runner {
             child: command.spawn().unwrap(),
-            base: format!("http://127.0.0.1:{port}"),
+            port,
+            base: format!("http://127.0.0.1:{port}{base_path}"),
             log,
         };
         runner.wait_ready().await;
@@ -85,6 +93,15 @@ impl Runner {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM: the runner drains and exits on its own.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
     }
 
     /// SIGKILL: no shutdown code runs, nothing is flushed or checkpointed.
