@@ -1,4 +1,4 @@
-# The API as one image: the `host` runner, spin.toml, the three components, their compiled
+# The API as one image: the `host` runner, spin.toml, the components, their compiled
 # (AOT) forms, and the sample book for the keyless index. Hugging Face Spaces builds it as is
 # (README front matter: sdk docker, app_port 7860).
 #
