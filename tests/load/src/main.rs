@@ -94,6 +94,10 @@ struct Args {
     /// The project folder (spin.toml, book/docs).
     #[arg(long, default_value = ".")]
     workspace: PathBuf,
+    /// The docs to index and ask about (default: the project's sample book), e.g.
+    /// ../shared/corpora/docusaurus-docs/docs for a run at a real book's size.
+    #[arg(long)]
+    docs: Option<PathBuf>,
     /// Doubles: Cohere embed latency, ms.
     #[arg(long, default_value_t = 20)]
     embed_ms: u64,
@@ -276,6 +280,13 @@ impl Rng {
     fn one_in(&mut self, n: u64) -> bool {
         self.next().is_multiple_of(n)
     }
+}
+
+/// The folder both phases index: `--docs`, else the sample book.
+fn docs_dir(args: &Args) -> PathBuf {
+    args.docs
+        .clone()
+        .unwrap_or_else(|| args.workspace.join("book/docs"))
 }
 
 const QUESTIONS: &[&str] = &[
@@ -937,7 +948,7 @@ fn runner_command(args: &Args, data_dir: &Path, port: u16, connections: usize) -
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("SPIN_MANIFEST", args.workspace.join("spin.toml"))
-        .env("DOCS_DIR", args.workspace.join("book/docs"))
+        .env("DOCS_DIR", docs_dir(args))
         .env("PORT", port.to_string())
         .env("BIND_ADDR", "127.0.0.1")
         .env("DATA_DIR", data_dir)
@@ -1037,7 +1048,7 @@ async fn postgres_phase(args: &Args, admin: tokio_postgres::Client) -> Vec<Strin
     ];
     let ingested = Command::new(&args.host_bin)
         .args(["ingest", "--target", "qdrant", "--json"])
-        .arg(args.workspace.join("book/docs"))
+        .arg(docs_dir(args))
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("SPIN_MANIFEST", args.workspace.join("spin.toml"))
