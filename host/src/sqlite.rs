@@ -20,10 +20,12 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use wasmtime::component::Resource;
 
 use crate::bindings::spin::sqlite::sqlite::{self, Error, QueryResult, RowResult, Value};
@@ -40,15 +42,124 @@ const CHECKPOINT_BUSY_TIMEOUT: Duration = Duration::from_millis(200);
 /// What SQLite leaves of a WAL file it restarts after its own checkpoints (`journal_size_limit`).
 const JOURNAL_SIZE_LIMIT_BYTES: u64 = WAL_CHECKPOINT_BYTES;
 
+/// Idle connections kept per database; more than the requests that use one database at once
+/// on a small machine, few enough that idle connections cost little (each holds its page
+/// cache and prepared statements).
+const MAX_IDLE_CONNECTIONS: usize = 16;
+
+/// Prepared statements each connection keeps; the components use a few dozen distinct ones.
+const STATEMENT_CACHE_CAPACITY: usize = 64;
+
 #[derive(Clone, Debug)]
 pub struct Sqlite {
     data_dir: Arc<PathBuf>,
-    /// One write gate per database file, shared by every connection to it.
-    write_gates: Arc<Mutex<HashMap<PathBuf, WriteGate>>>,
+    databases: Arc<Mutex<HashMap<PathBuf, Arc<Database>>>>,
 }
 
-/// Held while a statement writes outside a transaction; see the module documentation.
-type WriteGate = Arc<Mutex<()>>;
+/// One database file as the runner shares it between requests: its write gate and the
+/// connections no request is using.
+///
+/// Connections are reused because opening one is most of a short request's cost: SQLite parses
+/// the schema and every statement is prepared afresh (a keyless chat opened three). A reused
+/// connection must carry nothing of the request before it: a transaction left open is rolled
+/// back, `last_insert_rowid` and `changes` read as on a new connection, and a connection whose
+/// session state a statement changed (ATTACH, DETACH, temporary objects, a PRAGMA) is closed
+/// instead of kept, which the authorizer notes while statements are prepared.
+#[derive(Debug)]
+struct Database {
+    path: PathBuf,
+    wal: PathBuf,
+    /// Held while a statement writes outside a transaction; see the module documentation.
+    write_gate: Mutex<()>,
+    idle: Mutex<Vec<Pooled>>,
+}
+
+/// A connection with the flag its authorizer raises when a statement changes session state.
+struct Pooled {
+    conn: rusqlite::Connection,
+    session_changed: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Pooled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pooled").finish_non_exhaustive()
+    }
+}
+
+/// Whether preparing a statement that does `action` changes state that outlives the request:
+/// what a connection carries besides the database itself.
+fn changes_session_state(action: &AuthAction<'_>) -> bool {
+    match action {
+        AuthAction::Attach { .. }
+        | AuthAction::Detach { .. }
+        | AuthAction::CreateTempIndex { .. }
+        | AuthAction::CreateTempTable { .. }
+        | AuthAction::CreateTempTrigger { .. }
+        | AuthAction::CreateTempView { .. }
+        | AuthAction::DropTempIndex { .. }
+        | AuthAction::DropTempTable { .. }
+        | AuthAction::DropTempTrigger { .. }
+        | AuthAction::DropTempView { .. }
+        | AuthAction::CreateVtable { .. }
+        | AuthAction::DropVtable { .. }
+        | AuthAction::Unknown { .. } => true,
+        // The runner's own WAL bound runs this one; it leaves no state behind.
+        AuthAction::Pragma { pragma_name, .. } => {
+            !pragma_name.eq_ignore_ascii_case("wal_checkpoint")
+        }
+        _ => false,
+    }
+}
+
+impl Database {
+    fn new(path: PathBuf) -> Self {
+        Self {
+            wal: wal_path(&path),
+            path,
+            write_gate: Mutex::new(()),
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Pooled>> {
+        self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn open_pooled(&self) -> rusqlite::Result<Pooled> {
+        let conn = open_file(&self.path)?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
+        let session_changed = Arc::new(AtomicBool::new(false));
+        let flag = session_changed.clone();
+        conn.authorizer(Some(move |context: AuthContext<'_>| {
+            if changes_session_state(&context.action) {
+                flag.store(true, Ordering::Relaxed);
+            }
+            Authorization::Allow
+        }));
+        Ok(Pooled {
+            conn,
+            session_changed,
+        })
+    }
+
+    /// Takes back a connection a request is done with, if it is as a new one would be.
+    fn give_back(&self, pooled: Pooled) {
+        if pooled.session_changed.load(Ordering::Relaxed) {
+            return;
+        }
+        if !pooled.conn.is_autocommit() {
+            // A guest that trapped or forgot to COMMIT: its changes are not kept.
+            let _ = pooled.conn.execute_batch("ROLLBACK");
+            if !pooled.conn.is_autocommit() {
+                return;
+            }
+        }
+        let mut idle = self.idle();
+        if idle.len() < MAX_IDLE_CONNECTIONS {
+            idle.push(pooled);
+        }
+    }
+}
 
 impl Sqlite {
     pub fn new(data_dir: &Path) -> anyhow::Result<Self> {
@@ -56,16 +167,20 @@ impl Sqlite {
             .with_context(|| format!("cannot create DATA_DIR {}", data_dir.display()))?;
         Ok(Self {
             data_dir: Arc::new(data_dir.to_path_buf()),
-            write_gates: Arc::default(),
+            databases: Arc::default(),
         })
     }
 
-    fn write_gate(&self, path: &Path) -> WriteGate {
-        let mut gates = self
-            .write_gates
+    fn database(&self, name: &str) -> Arc<Database> {
+        let path = self.path_of(name);
+        let mut databases = self
+            .databases
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        gates.entry(path.to_path_buf()).or_default().clone()
+        databases
+            .entry(path.clone())
+            .or_insert_with(|| Arc::new(Database::new(path)))
+            .clone()
     }
 
     /// The file behind a database label.
@@ -76,6 +191,84 @@ impl Sqlite {
     /// Opens a database as components see it (the ingester writes the embedded index this way).
     pub fn open(&self, database: &str) -> rusqlite::Result<rusqlite::Connection> {
         open_file(&self.path_of(database))
+    }
+
+    /// A connection to `database` for one request: an idle one if there is one, else a new one
+    /// (opened on a blocking thread). It goes back when the last handle to the lease is dropped.
+    pub async fn lease(&self, database: &str) -> anyhow::Result<Lease> {
+        let database = self.database(database);
+        let idle = database.idle().pop();
+        let pooled = match idle {
+            Some(pooled) => pooled,
+            None => {
+                let opening = database.clone();
+                tokio::task::spawn_blocking(move || opening.open_pooled()).await??
+            }
+        };
+        Ok(Lease::new(pooled, database))
+    }
+
+    /// Connections kept idle for `database` (for tests and diagnostics).
+    pub fn idle_connections(&self, database: &str) -> usize {
+        self.database(database).idle().len()
+    }
+}
+
+/// A pooled connection while one request holds it.
+pub struct Lease {
+    pooled: Option<Pooled>,
+    database: Arc<Database>,
+    /// `total_changes` when the lease began: `changes` reads 0 until this request changes a row.
+    total_changes_at_start: u64,
+}
+
+impl Lease {
+    fn new(pooled: Pooled, database: Arc<Database>) -> Self {
+        // SAFETY: the handle is the live connection `pooled` owns, used on this thread only for
+        // this call; setting the last rowid has no other effect.
+        unsafe { rusqlite::ffi::sqlite3_set_last_insert_rowid(pooled.conn.handle(), 0) };
+        Self {
+            total_changes_at_start: pooled.conn.total_changes(),
+            pooled: Some(pooled),
+            database,
+        }
+    }
+
+    pub fn connection(&self) -> &rusqlite::Connection {
+        &self
+            .pooled
+            .as_ref()
+            .expect("a lease holds its connection until dropped")
+            .conn
+    }
+
+    /// Rows changed by the last statement, as `sqlite3_changes` on a new connection.
+    pub fn changes(&self) -> u64 {
+        let conn = self.connection();
+        if conn.total_changes() == self.total_changes_at_start {
+            0
+        } else {
+            conn.changes()
+        }
+    }
+
+    /// Runs one statement for the guest (see [`run_gated`]).
+    fn execute(&self, statement: &str, parameters: Vec<Value>) -> Result<QueryResult, Error> {
+        run_gated(
+            self.connection(),
+            &self.database.wal,
+            &self.database.write_gate,
+            statement,
+            parameters,
+        )
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(pooled) = self.pooled.take() {
+            self.database.give_back(pooled);
+        }
     }
 }
 
@@ -120,11 +313,9 @@ pub fn bound_wal(conn: &rusqlite::Connection, wal: &Path) -> rusqlite::Result<()
     checkpoint
 }
 
-/// The `connection` resource: one SQLite connection for the component's lifetime.
+/// The `connection` resource: one leased SQLite connection for the component's lifetime.
 pub struct Connection {
-    conn: Arc<Mutex<rusqlite::Connection>>,
-    wal: Arc<PathBuf>,
-    gate: WriteGate,
+    lease: Arc<Mutex<Lease>>,
 }
 
 fn valid_label(name: &str) -> bool {
@@ -217,22 +408,16 @@ impl sqlite::HostConnection for RequestState {
         if !self.component.sqlite_databases.contains(&database) {
             return Ok(Err(Error::AccessDenied));
         }
-        let path = self.services.sqlite.path_of(&database);
-        let wal = Arc::new(wal_path(&path));
-        let gate = self.services.sqlite.write_gate(&path);
-        let opened = tokio::task::spawn_blocking(move || open_file(&path)).await?;
-        match opened {
-            Ok(conn) => {
+        match self.services.sqlite.lease(&database).await {
+            Ok(lease) => {
                 let resource = self.table.push(Connection {
-                    conn: Arc::new(Mutex::new(conn)),
-                    wal,
-                    gate,
+                    lease: Arc::new(Mutex::new(lease)),
                 })?;
                 Ok(Ok(resource))
             }
             Err(err) => {
-                tracing::warn!(component = %self.component.id, database, "cannot open SQLite database: {err}");
-                Ok(Err(io_error(err)))
+                tracing::warn!(component = %self.component.id, database, "cannot open SQLite database: {err:#}");
+                Ok(Err(io_error(format!("{err:#}"))))
             }
         }
     }
@@ -243,11 +428,10 @@ impl sqlite::HostConnection for RequestState {
         statement: String,
         parameters: Vec<Value>,
     ) -> wasmtime::Result<Result<QueryResult, Error>> {
-        let opened = self.table.get(&connection)?;
-        let (conn, wal, gate) = (opened.conn.clone(), opened.wal.clone(), opened.gate.clone());
+        let lease = self.table.get(&connection)?.lease.clone();
         let result = tokio::task::spawn_blocking(move || {
-            let conn = conn.lock().map_err(|_| Error::InvalidConnection)?;
-            run_gated(&conn, &wal, &gate, &statement, parameters)
+            let lease = lease.lock().map_err(|_| Error::InvalidConnection)?;
+            lease.execute(&statement, parameters)
         })
         .await?;
         Ok(result)
@@ -257,19 +441,148 @@ impl sqlite::HostConnection for RequestState {
         &mut self,
         connection: Resource<Connection>,
     ) -> wasmtime::Result<i64> {
-        let conn = self.table.get(&connection)?.conn.clone();
-        let rowid = conn.lock().map(|c| c.last_insert_rowid()).unwrap_or(0);
+        let lease = self.table.get(&connection)?.lease.clone();
+        let rowid = lease
+            .lock()
+            .map(|l| l.connection().last_insert_rowid())
+            .unwrap_or(0);
         Ok(rowid)
     }
 
     async fn changes(&mut self, connection: Resource<Connection>) -> wasmtime::Result<u64> {
-        let conn = self.table.get(&connection)?.conn.clone();
-        let changes = conn.lock().map(|c| c.changes()).unwrap_or(0);
+        let lease = self.table.get(&connection)?.lease.clone();
+        let changes = lease.lock().map(|l| l.changes()).unwrap_or(0);
         Ok(changes)
     }
 
     async fn drop(&mut self, connection: Resource<Connection>) -> wasmtime::Result<()> {
         self.table.delete(connection)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(lease: &Lease, statement: &str) -> Result<Vec<Vec<Value>>, Error> {
+        let result = lease.execute(statement, Vec::new())?;
+        Ok(result.rows.into_iter().map(|row| row.values).collect())
+    }
+
+    fn integer(lease: &Lease, statement: &str) -> i64 {
+        match rows(lease, statement).unwrap().as_slice() {
+            [row] => match row.as_slice() {
+                [Value::Integer(i)] => *i,
+                _ => panic!("{statement}: not one integer"),
+            },
+            _ => panic!("{statement}: not one row"),
+        }
+    }
+
+    fn sqlite() -> (tempfile::TempDir, Sqlite) {
+        let dir = tempfile::tempdir().unwrap();
+        let sqlite = Sqlite::new(dir.path()).unwrap();
+        (dir, sqlite)
+    }
+
+    async fn with_table(sqlite: &Sqlite) {
+        let lease = sqlite.lease("default").await.unwrap();
+        lease
+            .execute(
+                "CREATE TABLE IF NOT EXISTS notes (id INTEGER PRIMARY KEY, body TEXT)",
+                Vec::new(),
+            )
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_finished_request_leaves_its_connection_for_the_next() {
+        let (_dir, sqlite) = sqlite();
+        with_table(&sqlite).await;
+        assert_eq!(sqlite.idle_connections("default"), 1);
+        let first = sqlite.lease("default").await.unwrap();
+        let handle = unsafe { first.connection().handle() } as usize;
+        assert_eq!(sqlite.idle_connections("default"), 0);
+        drop(first);
+        let second = sqlite.lease("default").await.unwrap();
+        assert_eq!(unsafe { second.connection().handle() } as usize, handle);
+    }
+
+    #[tokio::test]
+    async fn a_transaction_left_open_is_rolled_back_before_reuse() {
+        let (_dir, sqlite) = sqlite();
+        with_table(&sqlite).await;
+        let lease = sqlite.lease("default").await.unwrap();
+        rows(&lease, "BEGIN").unwrap();
+        rows(&lease, "INSERT INTO notes (body) VALUES ('not committed')").unwrap();
+        drop(lease);
+        assert_eq!(sqlite.idle_connections("default"), 1);
+        let next = sqlite.lease("default").await.unwrap();
+        assert!(next.connection().is_autocommit());
+        assert_eq!(integer(&next, "SELECT count(*) FROM notes"), 0);
+    }
+
+    #[tokio::test]
+    async fn a_connection_whose_session_state_changed_is_closed_not_reused() {
+        let (dir, sqlite) = sqlite();
+        with_table(&sqlite).await;
+        let other = dir.path().join("other.db").display().to_string();
+        for changes_state in [
+            "CREATE TEMP TABLE scratch (secret TEXT)".to_string(),
+            format!("ATTACH DATABASE '{other}' AS other"),
+            "PRAGMA foreign_keys = OFF".to_string(),
+            "PRAGMA query_only = ON".to_string(),
+        ] {
+            let lease = sqlite.lease("default").await.unwrap();
+            rows(&lease, &changes_state).unwrap();
+            drop(lease);
+            assert_eq!(
+                sqlite.idle_connections("default"),
+                0,
+                "kept after {changes_state}"
+            );
+            let fresh = sqlite.lease("default").await.unwrap();
+            assert!(rows(&fresh, "SELECT * FROM temp.scratch").is_err());
+            assert_eq!(
+                integer(&fresh, "SELECT count(*) FROM pragma_database_list"),
+                1,
+                "after {changes_state}"
+            );
+            assert_eq!(integer(&fresh, "PRAGMA foreign_keys"), 1);
+            rows(&fresh, "INSERT INTO notes (body) VALUES ('writable')").unwrap();
+            drop(fresh);
+            // Reading a pragma through the guest path also counts, so empty the pool again.
+            sqlite.database("default").idle().clear();
+        }
+    }
+
+    #[tokio::test]
+    async fn the_last_rowid_and_changes_of_an_earlier_request_do_not_show() {
+        let (_dir, sqlite) = sqlite();
+        with_table(&sqlite).await;
+        let lease = sqlite.lease("default").await.unwrap();
+        rows(&lease, "INSERT INTO notes (body) VALUES ('someone else''s')").unwrap();
+        assert_eq!(lease.connection().last_insert_rowid(), 1);
+        assert_eq!(lease.changes(), 1);
+        drop(lease);
+        let next = sqlite.lease("default").await.unwrap();
+        assert_eq!(next.connection().last_insert_rowid(), 0);
+        assert_eq!(next.changes(), 0);
+        rows(&next, "UPDATE notes SET body = 'mine' WHERE id = 1").unwrap();
+        assert_eq!(next.changes(), 1);
+        assert_eq!(next.connection().last_insert_rowid(), 0);
+    }
+
+    #[tokio::test]
+    async fn idle_connections_are_bounded() {
+        let (_dir, sqlite) = sqlite();
+        with_table(&sqlite).await;
+        let mut leases = Vec::new();
+        for _ in 0..MAX_IDLE_CONNECTIONS + 5 {
+            leases.push(sqlite.lease("default").await.unwrap());
+        }
+        drop(leases);
+        assert_eq!(sqlite.idle_connections("default"), MAX_IDLE_CONNECTIONS);
     }
 }
