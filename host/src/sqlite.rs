@@ -122,7 +122,9 @@ impl Database {
     }
 
     fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Pooled>> {
-        self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn open_pooled(&self) -> rusqlite::Result<Pooled> {
@@ -562,7 +564,11 @@ mod tests {
         let (_dir, sqlite) = sqlite();
         with_table(&sqlite).await;
         let lease = sqlite.lease("default").await.unwrap();
-        rows(&lease, "INSERT INTO notes (body) VALUES ('someone else''s')").unwrap();
+        rows(
+            &lease,
+            "INSERT INTO notes (body) VALUES ('someone else''s')",
+        )
+        .unwrap();
         assert_eq!(lease.connection().last_insert_rowid(), 1);
         assert_eq!(lease.changes(), 1);
         drop(lease);
