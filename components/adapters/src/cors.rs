@@ -1,18 +1,20 @@
 //! CORS for every component, from `rag_core::cors` and the `allowed_origins` variable: the
-//! request's `Origin` is remembered once, then every answer (JSON, errors, event streams)
-//! carries the headers, and `OPTIONS` is answered here.
+//! request's `Origin` is remembered at the start of each request, then every answer (JSON,
+//! errors, event streams) carries the headers, and `OPTIONS` is answered here.
 
-use std::sync::OnceLock;
+use std::sync::Mutex;
 
 use rag_core::cors::{self, AllowedOrigins};
 use spin_sdk::http::Response;
 
-/// Each request gets a fresh component instance, so this holds that one request's `Origin`.
-static ORIGIN: OnceLock<Option<String>> = OnceLock::new();
+/// This request's `Origin`. Replaced at the start of every request: an instance may serve
+/// several requests one after another when its component opts into instance reuse, and one
+/// request's origin must never be allowed on the next one's answer.
+static ORIGIN: Mutex<Option<String>> = Mutex::new(None);
 
-/// Remembers the request's `Origin` header for the answer; call once, first.
+/// Remembers the request's `Origin` header for the answer; call first, on every request.
 pub fn remember_origin(origin: Option<&str>) {
-    let _ = ORIGIN.set(origin.map(str::to_owned));
+    *ORIGIN.lock().unwrap_or_else(|e| e.into_inner()) = origin.map(str::to_owned);
 }
 
 fn allowed() -> AllowedOrigins {
@@ -21,8 +23,8 @@ fn allowed() -> AllowedOrigins {
 
 /// The CORS headers of this request's answer (`preflight` for the answer to `OPTIONS`).
 pub fn headers(preflight: bool) -> Vec<(&'static str, String)> {
-    let origin = ORIGIN.get().and_then(Option::as_deref);
-    cors::headers(&allowed(), origin, preflight)
+    let origin = ORIGIN.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    cors::headers(&allowed(), origin.as_deref(), preflight)
 }
 
 /// `response` with this request's CORS headers.

@@ -3,20 +3,25 @@
 //! stderr, which the runner logs as warnings; routine lines go to stdout, logged as info.
 //! Lines never carry session ids or secrets.
 
-use std::sync::OnceLock;
+use std::sync::Mutex;
 
 use rag_core::error::request_id_for_log;
 
-/// Each request gets a fresh component instance, so this holds that one request's id.
-static REQUEST_ID: OnceLock<String> = OnceLock::new();
+/// This request's id. Replaced at the start of every request: an instance may serve several
+/// requests one after another when its component opts into instance reuse.
+static REQUEST_ID: Mutex<Option<String>> = Mutex::new(None);
 
-/// Remembers the request's `x-request-id` header for every later line; call once, first.
+/// Remembers the request's `x-request-id` header for every later line; call first.
 pub fn set_request_id(header: Option<&str>) {
-    let _ = REQUEST_ID.set(request_id_for_log(header));
+    *REQUEST_ID.lock().unwrap_or_else(|e| e.into_inner()) = Some(request_id_for_log(header));
 }
 
-fn request_id() -> &'static str {
-    REQUEST_ID.get().map_or("-", String::as_str)
+fn request_id() -> String {
+    REQUEST_ID
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+        .unwrap_or_else(|| "-".to_owned())
 }
 
 /// Something failed: stderr.
