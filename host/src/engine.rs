@@ -24,7 +24,8 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 const KEEP_RESIDENT: usize = 1 << 20;
 
 pub struct EngineLimits {
-    /// Instances that may be alive at once (the pool's size).
+    /// Instances that may be alive at once (the pool's size): one per request in flight plus
+    /// every idle instance kept for reuse (`instance_reuse`).
     pub max_instances: u32,
     /// Largest linear memory one instance may grow to.
     pub memory_limit_bytes: usize,

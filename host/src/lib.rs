@@ -9,6 +9,7 @@ pub mod engine;
 pub mod errors;
 pub mod eval;
 pub mod ingest;
+pub mod instance_reuse;
 pub mod manifest;
 pub mod metrics;
 pub mod outbound_address;

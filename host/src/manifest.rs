@@ -83,6 +83,29 @@ pub struct Component {
     pub environment: BTreeMap<String, String>,
     #[serde(default)]
     pub build: Option<Build>,
+    /// Settings for tools and plugins, by tool name (`[component.<id>.tool.<name>]`); Spin
+    /// ignores the whole table. `runner` is ours; any other tool's settings are kept unread.
+    #[serde(default)]
+    pub tool: Tools,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Tools {
+    #[serde(default)]
+    pub runner: RunnerTool,
+    #[serde(flatten)]
+    pub other: BTreeMap<String, toml::Table>,
+}
+
+/// `[component.<id>.tool.runner]`: how this runner (and only it) treats the component.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunnerTool {
+    /// Opt-in instance reuse: how many requests one instance may serve, one after another,
+    /// before it is dropped. Absent: every request gets a fresh instance (the default, and the
+    /// only choice for a component that keeps anything of a request or a user in its memory).
+    #[serde(default)]
+    pub reuse_instances: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -148,6 +171,9 @@ impl Manifest {
         for (id, component) in &self.component {
             if !is_kebab_case(id) {
                 bail!("component id {id:?} must be kebab-case");
+            }
+            if component.tool.runner.reuse_instances == Some(0) {
+                bail!("component {id:?}: tool.runner.reuse_instances must be at least 1");
             }
             for (name, template) in &component.variables {
                 if !is_variable_name(name) {
@@ -237,6 +263,54 @@ message = "{{ greeting }}, {{ token }}"
     fn rejects_routes_to_missing_components() {
         let text = MINIMAL.replace("component = \"hello\"", "component = \"bye\"");
         assert!(Manifest::parse(&text).is_err());
+    }
+
+    #[test]
+    fn reads_the_runner_tool_table_and_keeps_other_tools_unread() {
+        let text = format!(
+            "{MINIMAL}[component.hello.tool.runner]\nreuse_instances = 50\n[component.hello.tool.lint]\nlevel = \"x\"\n"
+        );
+        let m = Manifest::parse(&text).unwrap();
+        assert_eq!(m.component["hello"].tool.runner.reuse_instances, Some(50));
+        assert!(m.component["hello"].tool.other.contains_key("lint"));
+        assert_eq!(
+            Manifest::parse(MINIMAL).unwrap().component["hello"]
+                .tool
+                .runner
+                .reuse_instances,
+            None
+        );
+    }
+
+    #[test]
+    fn rejects_typos_and_zero_in_the_runner_tool_table() {
+        let typo = format!("{MINIMAL}[component.hello.tool.runner]\nreuse_instance = 5\n");
+        let err = format!("{:#}", Manifest::parse(&typo).unwrap_err());
+        assert!(err.contains("reuse_instance"), "{err}");
+        let zero = format!("{MINIMAL}[component.hello.tool.runner]\nreuse_instances = 0\n");
+        assert!(Manifest::parse(&zero).is_err());
+    }
+
+    /// Instance reuse keeps a component's memory from one request to the next, so only
+    /// components that keep nothing of a request or a user may opt in. Chat and session hold
+    /// conversations and session ids: they never may.
+    #[test]
+    fn only_stateless_components_opt_into_instance_reuse() {
+        let text = include_str!("../../spin.toml");
+        let manifest = Manifest::parse(text).unwrap();
+        for id in ["chat", "session"] {
+            assert_eq!(
+                manifest.component[id].tool.runner.reuse_instances, None,
+                "component {id} holds user data and must never opt into instance reuse"
+            );
+        }
+        let reusing: Vec<&str> = manifest
+            .component
+            .iter()
+            .filter(|(_, c)| c.tool.runner.reuse_instances.is_some())
+            .map(|(id, _)| id.as_str())
+            .collect();
+        assert_eq!(reusing, ["assets", "health", "openapi"]);
     }
 
     #[test]

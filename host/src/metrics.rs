@@ -43,6 +43,13 @@ pub fn instantiated(component: &str, took: Duration) {
         .record(took.as_secs_f64());
 }
 
+/// A request served by an instance kept from an earlier request (opt-in instance reuse), so
+/// nothing was instantiated for it.
+pub fn reused(component: &str) {
+    metrics::counter!("wasm_instance_reuses_total", "component" => component.to_string())
+        .increment(1);
+}
+
 pub fn in_flight(count: usize) {
     metrics::gauge!("http_requests_in_flight").set(count as f64);
 }

@@ -1,6 +1,8 @@
 //! The loaded application and the whole request path:
 //! route -> concurrency permit -> bounded body -> fresh `Store` (memory cap, epoch deadline)
 //! -> `InstancePre` -> `wasi:http/incoming-handler` -> streamed response.
+//! A component that opted into instance reuse may instead get an idle instance, with its
+//! store, kept from an earlier request (see `instance_reuse`).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,6 +23,7 @@ use wasmtime_wasi_http::WasiHttpView;
 use crate::config::RuntimeSettings;
 use crate::engine::{self, EngineLimits, EpochTicker};
 use crate::errors::{json_error, not_found};
+use crate::instance_reuse::{self, IdleInstances, Instance};
 use crate::manifest::App;
 use crate::metrics;
 use crate::outbound_address::AddressOverrides;
@@ -34,6 +37,8 @@ use crate::variables::{component_variables, AppVariables};
 struct LoadedComponent {
     config: Arc<ComponentConfig>,
     pre: ProxyPre<RequestState>,
+    /// Instances kept between requests, for a component that opted into reuse.
+    idle: Option<Arc<IdleInstances>>,
 }
 
 pub struct Runtime {
@@ -62,8 +67,18 @@ pub struct Incoming {
 
 impl Runtime {
     pub fn load(settings: RuntimeSettings, variables: AppVariables, app: App) -> Result<Self> {
+        // Idle instances hold pool slots, so the pool has room for every request in flight
+        // plus every idle instance.
+        let idle_capacity = instance_reuse::default_capacity();
+        let reusing = app
+            .manifest
+            .component
+            .values()
+            .filter(|c| reuses_instances(c))
+            .count();
         let engine = engine::build(&EngineLimits {
-            max_instances: settings.engine.max_concurrent_requests,
+            max_instances: settings.engine.max_concurrent_requests
+                + (reusing * idle_capacity) as u32,
             memory_limit_bytes: settings.memory_limit_bytes(),
         })?;
         let mut linker = Linker::<RequestState>::new(&engine);
@@ -99,9 +114,15 @@ impl Runtime {
             };
             tracing::info!(component = %id, elapsed_ms = started.elapsed().as_millis() as u64, "component ready");
             index_of.insert(id.clone(), components.len());
+            let idle = declared
+                .tool
+                .runner
+                .reuse_instances
+                .filter(|_| reuses_instances(declared));
             components.push(LoadedComponent {
                 config: Arc::new(config),
                 pre,
+                idle: idle.map(|max_uses| Arc::new(IdleInstances::new(max_uses, idle_capacity))),
             });
         }
         let routes = app
@@ -146,6 +167,15 @@ impl Runtime {
 
     pub fn services(&self) -> &Services {
         &self.services
+    }
+
+    /// Instances kept idle for reuse by component `id` (0 when it did not opt in).
+    pub fn idle_instances(&self, id: &str) -> usize {
+        self.components
+            .iter()
+            .find(|c| &*c.config.id == id)
+            .and_then(|c| c.idle.as_ref())
+            .map_or(0, |idle| idle.idle_count())
     }
 
     pub fn in_flight(&self) -> usize {
@@ -199,15 +229,14 @@ impl Runtime {
     ) -> Result<Response<Body>, Failure> {
         let request = self.prepare_request(request, &spin).await?;
 
-        let mut store = Store::new(
-            &self.engine,
-            RequestState::new(
-                component.config.clone(),
-                self.services.clone(),
-                self.settings.memory_limit_bytes(),
-            ),
-        );
-        store.limiter(|state| &mut state.limits);
+        // An idle instance if the component opted into reuse and one is free; else a fresh
+        // store, in which the task below instantiates the component.
+        let mut guest = match component.idle.as_ref().and_then(|idle| idle.take()) {
+            Some(instance) => Guest::Idle(instance),
+            None => Guest::New(self.new_store(component)),
+        };
+        let store = guest.store();
+        // Per request, also in a reused store: a new deadline, and `responded` for this request.
         let responded = Arc::new(AtomicBool::new(false));
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(guest_deadline(
@@ -232,20 +261,40 @@ impl Runtime {
             .map_err(Failure::Host)?;
 
         let pre = component.pre.clone();
+        let idle = component.idle.clone();
         let id = component.config.id.clone();
         let stream_timeout = self.settings.stream_timeout();
         let task = tokio::spawn(async move {
-            let _permit = permit;
-            let instantiating = Instant::now();
-            let proxy = pre.instantiate_async(&mut store).await?;
-            metrics::instantiated(&id, instantiating.elapsed());
+            let mut instance = match guest {
+                Guest::Idle(instance) => {
+                    metrics::reused(&id);
+                    instance
+                }
+                Guest::New(mut store) => {
+                    let instantiating = Instant::now();
+                    let proxy = pre.instantiate_async(&mut store).await?;
+                    metrics::instantiated(&id, instantiating.elapsed());
+                    Instance::new(store, proxy)
+                }
+            };
+            let Instance { store, proxy, .. } = &mut instance;
             let call = proxy
                 .wasi_http_incoming_handler()
-                .call_handle(&mut store, req, out);
-            match tokio::time::timeout(stream_timeout, call).await {
+                .call_handle(&mut *store, req, out);
+            let result = match tokio::time::timeout(stream_timeout, call).await {
                 Ok(result) => result,
                 Err(_) => Err(wasmtime::Trap::Interrupt.into()),
+            };
+            // Kept for a later request only after a clean end (the checks are in
+            // `give_back`); otherwise dropped here, freeing its pool slot before the permit.
+            match (idle, &result) {
+                (Some(idle), Ok(())) => {
+                    idle.give_back(instance, responded.load(Ordering::Acquire));
+                }
+                _ => drop(instance),
             }
+            drop(permit);
+            result
         });
 
         match tokio::time::timeout(self.settings.request_timeout(), receiver).await {
@@ -276,6 +325,20 @@ impl Runtime {
                 Err(Failure::Timeout)
             }
         }
+    }
+
+    /// A store for one instance of `component`, with the memory cap.
+    fn new_store(&self, component: &LoadedComponent) -> Store<RequestState> {
+        let mut store = Store::new(
+            &self.engine,
+            RequestState::new(
+                component.config.clone(),
+                self.services.clone(),
+                self.settings.memory_limit_bytes(),
+            ),
+        );
+        store.limiter(|state| &mut state.limits);
+        store
     }
 
     /// Buffers the body within the limit (so an oversize body is refused before any guest
@@ -335,6 +398,27 @@ impl Runtime {
         set("spin-base-path", &spin.base_path);
         set("spin-client-addr", &spin.client.to_string());
         Ok(Request::from_parts(parts, Full::new(bytes)))
+    }
+}
+
+/// Whether a component opted into instance reuse; serving one request per instance
+/// (`reuse_instances = 1`) is no reuse.
+fn reuses_instances(component: &crate::manifest::Component) -> bool {
+    component.tool.runner.reuse_instances.is_some_and(|n| n > 1)
+}
+
+/// Where a request runs: an instance kept from an earlier request, or a new store.
+enum Guest {
+    Idle(Instance),
+    New(Store<RequestState>),
+}
+
+impl Guest {
+    fn store(&mut self) -> &mut Store<RequestState> {
+        match self {
+            Guest::Idle(instance) => &mut instance.store,
+            Guest::New(store) => store,
+        }
     }
 }
 

@@ -4,10 +4,11 @@
 use std::sync::Arc;
 
 use wasmtime::component::ResourceTable;
-use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime::StoreLimitsBuilder;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+use crate::instance_reuse::GuestLimits;
 use crate::outbound_http::{AllowedHosts, OutboundClient, OutboundHttp};
 use crate::postgres::Postgres;
 use crate::sqlite::Sqlite;
@@ -35,7 +36,7 @@ pub struct Services {
 pub struct RequestState {
     pub component: Arc<ComponentConfig>,
     pub services: Services,
-    pub limits: StoreLimits,
+    pub limits: GuestLimits,
     pub table: ResourceTable,
     wasi: WasiCtx,
     http: WasiHttpCtx,
@@ -56,11 +57,13 @@ impl RequestState {
             client: services.outbound.clone(),
         };
         Self {
-            limits: StoreLimitsBuilder::new()
-                .memory_size(memory_limit)
-                .instances(32)
-                .trap_on_grow_failure(false)
-                .build(),
+            limits: GuestLimits::new(
+                StoreLimitsBuilder::new()
+                    .memory_size(memory_limit)
+                    .instances(32)
+                    .trap_on_grow_failure(false)
+                    .build(),
+            ),
             table: ResourceTable::new(),
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),

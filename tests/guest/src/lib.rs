@@ -1,16 +1,23 @@
 //! Misbehaves on request, so the runner's fault handling can be tested on a real component:
 //! `/ok`, `/log`, `/trap`, `/loop`, `/alloc`, `/slow?ms=N`, `/outbound?url=U`, `/echo-headers`,
 //! `/pg?address=A` (A percent-encoded: opens PostgreSQL and runs `SELECT 1`).
+//! For instance reuse: `/count` (how many requests this instance has served, itself included;
+//! every answer also carries it in `x-served`), `/keep` (keeps a host resource past the
+//! request) and `/grow?mb=N` (keeps N MiB).
 
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use spin_sdk::http::{IntoResponse, Request, Response};
 use spin_sdk::http_component;
 
+/// Every answer says, in `x-served`, how many requests this instance has served.
 fn text(status: u16, body: impl Into<String>) -> Response {
     Response::builder()
         .status(status)
         .header("content-type", "text/plain")
+        .header("x-served", SERVED.load(Ordering::Relaxed).to_string())
         .body(body.into())
         .build()
 }
@@ -54,8 +61,15 @@ fn percent_decode(encoded: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Requests this instance has served: 1 on every request unless the runner reuses instances.
+static SERVED: AtomicU32 = AtomicU32::new(0);
+/// What `/keep` and `/grow` keep beyond their request.
+static KEPT_FIELDS: Mutex<Vec<spin_sdk::http::Fields>> = Mutex::new(Vec::new());
+static KEPT_BYTES: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
 #[http_component]
 async fn handle(request: Request) -> impl IntoResponse {
+    let served = SERVED.fetch_add(1, Ordering::Relaxed) + 1;
     let path = request
         .path()
         .rsplit('/')
@@ -64,6 +78,21 @@ async fn handle(request: Request) -> impl IntoResponse {
         .to_string();
     match path.as_str() {
         "ok" => text(200, "ok"),
+        "count" => text(200, served.to_string()),
+        "keep" => {
+            KEPT_FIELDS
+                .lock()
+                .unwrap()
+                .push(spin_sdk::http::Fields::new());
+            text(200, served.to_string())
+        }
+        "grow" => {
+            let mb: usize = query_param(&request, "mb")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1);
+            KEPT_BYTES.lock().unwrap().push(vec![1u8; mb << 20]);
+            text(200, served.to_string())
+        }
         "log" => {
             println!("a line on stdout");
             eprintln!("a line on stderr");
