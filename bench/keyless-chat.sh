@@ -32,6 +32,11 @@ for ((round = 1; round <= ROUNDS; round++)); do
     printf "round %d  health  %9s req/s  p50 %7s ms  p99 %7s ms\n" "$round" "$rps" "$p50" "$p99"
     echo "$rps" >>"$TMP/health"
 done
+# CPU per chat: the figure that stays put when other work shares the machine.
+read -r cpu_us faults _ requests < <(cost_per_request "$CHAT" "$RUNNER_PID" "$SECS" "$CONNS" -s bench/chat.lua)
+printf "cost chat    %8s us CPU  %7s page faults per request  (%s requests)\n" "$cpu_us" "$faults" "$requests"
+read -r cpu_us faults _ requests < <(cost_per_request "$HEALTH" "$RUNNER_PID" "$SECS" "$CONNS")
+printf "cost health  %8s us CPU  %7s page faults per request  (%s requests)\n" "$cpu_us" "$faults" "$requests"
 echo "runner RSS $(rss_kib "$RUNNER_PID") KiB, database $(du -k "$DATA/default.db" | cut -f1) KiB"
 sort -g "$TMP/chat" | awk '{r[NR] = $1; p[NR] = $2} END {m = int((NR + 1) / 2)
     printf "median chat %s req/s, p99 %s ms: goal >= 2000 req/s with p99 <= 20 ms: %s\n", r[m], p[m], (r[m] >= 2000 && p[m] <= 20 ? "met" : "not met")}'

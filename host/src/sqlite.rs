@@ -74,10 +74,48 @@ struct Database {
     idle: Mutex<Vec<Pooled>>,
 }
 
-/// A connection with the flag its authorizer raises when a statement changes session state.
+/// A connection with the flag its authorizer raises when a statement changes session state,
+/// and the deadline its progress handler enforces on a statement run on an async worker.
 struct Pooled {
     conn: rusqlite::Connection,
     session_changed: Arc<AtomicBool>,
+    budget: Arc<StatementBudget>,
+}
+
+/// How long a statement may run on an async worker thread (see [`Lease::try_run_inline`]).
+const INLINE_BUDGET: Duration = Duration::from_millis(2);
+
+/// SQLite's progress handler is called every this many virtual-machine instructions.
+const PROGRESS_INTERVAL_OPS: std::ffi::c_int = 1000;
+
+/// The deadline of the statement running inline, as nanoseconds after `origin`; 0 = none.
+struct StatementBudget {
+    origin: std::time::Instant,
+    deadline_nanos: std::sync::atomic::AtomicU64,
+}
+
+impl StatementBudget {
+    fn new() -> Self {
+        Self {
+            origin: std::time::Instant::now(),
+            deadline_nanos: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn start(&self, budget: Duration) {
+        let deadline = self.origin.elapsed() + budget;
+        self.deadline_nanos
+            .store(deadline.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    fn clear(&self) {
+        self.deadline_nanos.store(0, Ordering::Relaxed);
+    }
+
+    fn exceeded(&self) -> bool {
+        let deadline = self.deadline_nanos.load(Ordering::Relaxed);
+        deadline != 0 && self.origin.elapsed().as_nanos() as u64 > deadline
+    }
 }
 
 impl std::fmt::Debug for Pooled {
@@ -138,9 +176,13 @@ impl Database {
             }
             Authorization::Allow
         }));
+        let budget = Arc::new(StatementBudget::new());
+        let watched = budget.clone();
+        conn.progress_handler(PROGRESS_INTERVAL_OPS, Some(move || watched.exceeded()));
         Ok(Pooled {
             conn,
             session_changed,
+            budget,
         })
     }
 
@@ -237,11 +279,7 @@ impl Lease {
     }
 
     pub fn connection(&self) -> &rusqlite::Connection {
-        &self
-            .pooled
-            .as_ref()
-            .expect("a lease holds its connection until dropped")
-            .conn
+        &self.pooled().conn
     }
 
     /// Rows changed by the last statement, as `sqlite3_changes` on a new connection.
@@ -254,16 +292,137 @@ impl Lease {
         }
     }
 
-    /// Runs one statement for the guest (see [`run_gated`]).
-    fn execute(&self, statement: &str, parameters: Vec<Value>) -> Result<QueryResult, Error> {
-        run_gated(
-            self.connection(),
-            &self.database.wal,
-            &self.database.write_gate,
-            statement,
-            parameters,
-        )
+    fn pooled(&self) -> &Pooled {
+        self.pooled
+            .as_ref()
+            .expect("a lease holds its connection until dropped")
     }
+
+    /// Runs a statement on the calling async worker if it can finish at once: outside a
+    /// transaction, without waiting for a lock, within [`INLINE_BUDGET`]. Handing every
+    /// statement to a blocking thread cost about 1 ms of CPU per keyless chat in thread
+    /// wake-ups (bench/keyless-chat.sh), more than the statements themselves.
+    ///
+    /// `None` means it did nothing and must run with [`Lease::run_waiting`]: a statement stopped
+    /// by `SQLITE_BUSY` or by the budget outside a transaction is rolled back as a whole, so it
+    /// runs again from the start. Inside a transaction an interrupted write would roll back the
+    /// whole transaction, so statements there always wait on a blocking thread.
+    fn try_run_inline(
+        &self,
+        statement: &str,
+        parameters: &[SqlValue],
+    ) -> Option<Result<QueryResult, Error>> {
+        let Pooled { conn, budget, .. } = self.pooled();
+        if !conn.is_autocommit() {
+            return None;
+        }
+        let writes = match conn.prepare_cached(statement) {
+            Ok(stmt) => !stmt.readonly(),
+            Err(err) => return Some(Err(io_error(err))),
+        };
+        let _turn = if writes {
+            match self.database.write_gate.try_lock() {
+                Ok(turn) => Some(turn),
+                Err(std::sync::TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => return None,
+            }
+        } else {
+            None
+        };
+        if conn.busy_timeout(Duration::ZERO).is_err() {
+            return None;
+        }
+        budget.start(INLINE_BUDGET);
+        let result = run(conn, statement, parameters);
+        budget.clear();
+        let restored = conn.busy_timeout(BUSY_TIMEOUT);
+        match result {
+            Err(err) if gave_way(&err) => None,
+            _ if restored.is_err() => None,
+            result => Some(result.map_err(io_error)),
+        }
+    }
+
+    /// Runs a statement on a blocking thread, waiting for locks as long as the busy timeout
+    /// allows. A statement that writes outside a transaction holds the write gate throughout;
+    /// inside a transaction the connection may already hold SQLite's write lock, and waiting on
+    /// the gate then could wait on itself.
+    fn run_waiting(&self, statement: &str, parameters: &[SqlValue]) -> Result<QueryResult, Error> {
+        let conn = &self.pooled().conn;
+        let writes = conn
+            .prepare_cached(statement)
+            .map(|stmt| !stmt.readonly())
+            .unwrap_or(false);
+        let _turn = (writes && conn.is_autocommit()).then(|| {
+            self.database
+                .write_gate
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+        });
+        run(conn, statement, parameters).map_err(io_error)
+    }
+
+    fn wal_needs_bounding(&self) -> bool {
+        self.pooled().conn.is_autocommit()
+            && std::fs::metadata(&self.database.wal)
+                .is_ok_and(|metadata| metadata.len() > WAL_CHECKPOINT_BYTES)
+    }
+
+    /// Bounds the WAL (see the module documentation), holding the write gate so that no writer
+    /// of this process waits in SQLite's busy handler meanwhile.
+    fn bound_wal(&self) {
+        let _turn = self
+            .database
+            .write_gate
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Err(err) = bound_wal(&self.pooled().conn, &self.database.wal) {
+            tracing::warn!(wal = %self.database.wal.display(), "WAL checkpoint failed: {err}");
+        }
+    }
+}
+
+/// Whether a statement stopped without effect because it would have had to wait: for a lock
+/// (`SQLITE_BUSY`) or past its inline budget (`SQLITE_INTERRUPT` from the progress handler).
+fn gave_way(err: &rusqlite::Error) -> bool {
+    matches!(
+        err.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::OperationInterrupted)
+    )
+}
+
+/// Runs one guest statement: on the async worker when it can finish at once, else on a
+/// blocking thread; then bounds the WAL, on a blocking thread, when it has grown too large.
+async fn execute(
+    lease: Arc<Mutex<Lease>>,
+    statement: String,
+    parameters: Vec<Value>,
+) -> wasmtime::Result<Result<QueryResult, Error>> {
+    fn lock(lease: &Mutex<Lease>) -> Result<std::sync::MutexGuard<'_, Lease>, Error> {
+        lease.lock().map_err(|_| Error::InvalidConnection)
+    }
+    let parameters: Vec<SqlValue> = parameters.into_iter().map(to_sql).collect();
+    let inline = match lock(&lease) {
+        Ok(held) => held.try_run_inline(&statement, &parameters),
+        Err(err) => return Ok(Err(err)),
+    };
+    let result = match inline {
+        Some(result) => result,
+        None => {
+            let lease = lease.clone();
+            tokio::task::spawn_blocking(move || lock(&lease)?.run_waiting(&statement, &parameters))
+                .await?
+        }
+    };
+    if lock(&lease).is_ok_and(|held| held.wal_needs_bounding()) {
+        tokio::task::spawn_blocking(move || {
+            if let Ok(held) = lock(&lease) {
+                held.bound_wal();
+            }
+        })
+        .await?;
+    }
+    Ok(result)
 }
 
 impl Drop for Lease {
@@ -332,7 +491,9 @@ fn io_error(err: impl std::fmt::Display) -> Error {
     Error::Io(err.to_string())
 }
 
-fn to_sql(value: Value) -> rusqlite::types::Value {
+type SqlValue = rusqlite::types::Value;
+
+fn to_sql(value: Value) -> SqlValue {
     use rusqlite::types::Value as V;
     match value {
         Value::Integer(i) => V::Integer(i),
@@ -354,44 +515,19 @@ fn from_sql(value: rusqlite::types::ValueRef<'_>) -> Value {
     }
 }
 
-/// Runs one statement, then bounds the WAL. A statement that writes outside a transaction
-/// holds `gate` throughout; inside a transaction the connection may already hold SQLite's
-/// write lock, and waiting on the gate then could wait on itself.
-fn run_gated(
-    conn: &rusqlite::Connection,
-    wal: &Path,
-    gate: &Mutex<()>,
-    statement: &str,
-    parameters: Vec<Value>,
-) -> Result<QueryResult, Error> {
-    let writes = conn
-        .prepare_cached(statement)
-        .map(|stmt| !stmt.readonly())
-        .unwrap_or(false);
-    let _turn = (writes && conn.is_autocommit())
-        .then(|| gate.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
-    let result = run(conn, statement, parameters);
-    if let Err(err) = bound_wal(conn, wal) {
-        tracing::warn!(wal = %wal.display(), "WAL checkpoint failed: {err}");
-    }
-    result
-}
-
 fn run(
     conn: &rusqlite::Connection,
     statement: &str,
-    parameters: Vec<Value>,
-) -> Result<QueryResult, Error> {
-    let mut stmt = conn.prepare_cached(statement).map_err(io_error)?;
+    parameters: &[SqlValue],
+) -> rusqlite::Result<QueryResult> {
+    let mut stmt = conn.prepare_cached(statement)?;
     let columns: Vec<String> = stmt.column_names().into_iter().map(String::from).collect();
-    let params = rusqlite::params_from_iter(parameters.into_iter().map(to_sql));
-    let mut rows = stmt.query(params).map_err(io_error)?;
+    let mut rows = stmt.query(rusqlite::params_from_iter(parameters))?;
     let mut out = Vec::new();
-    while let Some(row) = rows.next().map_err(io_error)? {
+    while let Some(row) = rows.next()? {
         let values = (0..columns.len())
             .map(|i| row.get_ref(i).map(from_sql))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(io_error)?;
+            .collect::<Result<Vec<_>, _>>()?;
         out.push(RowResult { values });
     }
     Ok(QueryResult { columns, rows: out })
@@ -431,12 +567,7 @@ impl sqlite::HostConnection for RequestState {
         parameters: Vec<Value>,
     ) -> wasmtime::Result<Result<QueryResult, Error>> {
         let lease = self.table.get(&connection)?.lease.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            let lease = lease.lock().map_err(|_| Error::InvalidConnection)?;
-            lease.execute(&statement, parameters)
-        })
-        .await?;
-        Ok(result)
+        execute(lease, statement, parameters).await
     }
 
     async fn last_insert_rowid(
@@ -468,7 +599,7 @@ mod tests {
     use super::*;
 
     fn rows(lease: &Lease, statement: &str) -> Result<Vec<Vec<Value>>, Error> {
-        let result = lease.execute(statement, Vec::new())?;
+        let result = lease.run_waiting(statement, &[])?;
         Ok(result.rows.into_iter().map(|row| row.values).collect())
     }
 
@@ -490,12 +621,85 @@ mod tests {
 
     async fn with_table(sqlite: &Sqlite) {
         let lease = sqlite.lease("default").await.unwrap();
-        lease
-            .execute(
-                "CREATE TABLE IF NOT EXISTS notes (id INTEGER PRIMARY KEY, body TEXT)",
-                Vec::new(),
-            )
-            .unwrap();
+        rows(
+            &lease,
+            "CREATE TABLE IF NOT EXISTS notes (id INTEGER PRIMARY KEY, body TEXT)",
+        )
+        .unwrap();
+    }
+
+    async fn guest_statement(lease: &Arc<Mutex<Lease>>, statement: &str) -> QueryResult {
+        execute(lease.clone(), statement.to_string(), Vec::new())
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    /// Counts to `n` in SQL: about a million virtual-machine instructions per 100,000.
+    const COUNT_TO: &str = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < ?1) SELECT max(x) FROM c";
+
+    #[tokio::test]
+    async fn a_statement_past_the_inline_budget_gives_way_and_finishes_on_a_blocking_thread() {
+        let (_dir, sqlite) = sqlite();
+        let lease = sqlite.lease("default").await.unwrap();
+        let long = [SqlValue::Integer(20_000_000)];
+        let started = std::time::Instant::now();
+        assert!(lease.try_run_inline(COUNT_TO, &long).is_none());
+        assert!(
+            started.elapsed() < INLINE_BUDGET * 50,
+            "the inline attempt ran {:?}",
+            started.elapsed()
+        );
+        let quick = [SqlValue::Integer(10)];
+        let answered = lease.try_run_inline(COUNT_TO, &quick).unwrap().unwrap();
+        assert!(matches!(answered.rows[0].values[..], [Value::Integer(10)]));
+        let lease = Arc::new(Mutex::new(lease));
+        let counted = execute(
+            lease.clone(),
+            COUNT_TO.to_string(),
+            vec![Value::Integer(2_000_000)],
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert!(matches!(
+            counted.rows[0].values[..],
+            [Value::Integer(2_000_000)]
+        ));
+    }
+
+    #[tokio::test]
+    async fn writes_that_would_wait_run_on_a_blocking_thread_and_wait() {
+        let (dir, sqlite) = sqlite();
+        with_table(&sqlite).await;
+        let lease = sqlite.lease("default").await.unwrap();
+        let insert = "INSERT INTO notes (body) VALUES ('waited')";
+
+        // Another writer of this process holds the write gate.
+        let gate = sqlite.database("default");
+        let turn = gate.write_gate.lock().unwrap();
+        assert!(lease.try_run_inline(insert, &[]).is_none());
+        drop(turn);
+
+        // Another process holds SQLite's write lock for a while.
+        let other = open_file(&dir.path().join("default.db")).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        assert!(lease.try_run_inline(insert, &[]).is_none());
+        let lease = Arc::new(Mutex::new(lease));
+        let committer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            other.execute_batch("COMMIT").unwrap();
+        });
+        guest_statement(&lease, insert).await;
+        committer.join().unwrap();
+
+        // Inside a transaction nothing runs inline: an interrupted write would undo it all.
+        guest_statement(&lease, "BEGIN").await;
+        assert!(lease.lock().unwrap().try_run_inline(insert, &[]).is_none());
+        guest_statement(&lease, insert).await;
+        guest_statement(&lease, "COMMIT").await;
+        let count = guest_statement(&lease, "SELECT count(*) FROM notes").await;
+        assert!(matches!(count.rows[0].values[..], [Value::Integer(2)]));
     }
 
     #[tokio::test]
