@@ -285,11 +285,17 @@ impl Runtime {
                 Ok(result) => result,
                 Err(_) => Err(wasmtime::Trap::Interrupt.into()),
             };
+            let responded = responded.load(Ordering::Acquire);
+            if let (Err(err), true) = (&result, responded) {
+                // Once the head was sent an error can only end the stream; log it here (the
+                // request path no longer waits for this task).
+                tracing::warn!(component = %id, "guest failed while streaming: {err:#}");
+            }
             // Kept for a later request only after a clean end (the checks are in
             // `give_back`); otherwise dropped here, freeing its pool slot before the permit.
             match (idle, &result) {
                 (Some(idle), Ok(())) => {
-                    idle.give_back(instance, responded.load(Ordering::Acquire));
+                    idle.give_back(instance, responded);
                 }
                 _ => drop(instance),
             }
@@ -298,22 +304,10 @@ impl Runtime {
         });
 
         match tokio::time::timeout(self.settings.request_timeout(), receiver).await {
-            Ok(Ok(Ok(response))) => {
-                let id = component.config.id.clone();
-                // Errors after the head was sent can only end the stream; log them.
-                tokio::spawn(async move {
-                    match task.await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(err)) => {
-                            tracing::warn!(component = %id, "guest failed while streaming: {err:#}")
-                        }
-                        Err(err) => tracing::warn!(component = %id, "guest task failed: {err}"),
-                    }
-                });
-                Ok(response.map(|body| {
-                    Body::new(body.map_err(|code| std::io::Error::other(format!("{code:?}"))))
-                }))
-            }
+            // The task runs on (streaming the body) and logs its own errors.
+            Ok(Ok(Ok(response))) => Ok(response.map(|body| {
+                Body::new(body.map_err(|code| std::io::Error::other(format!("{code:?}"))))
+            })),
             Ok(Ok(Err(code))) => Err(Failure::GuestErrorCode(code)),
             Ok(Err(_)) => match task.await {
                 Ok(Ok(())) => Err(Failure::NoResponse),
