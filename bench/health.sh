@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Requests/s of one cheap GET through the wasm path, against its baselines in the same run:
 #   runner  /health      the real health component (spin.toml)
-#   runner  /ok          bench/guest (answers "ok"; only WASI imports), alone in a manifest
+#   runner  /ok          bench/guest (answers "ok"; only WASI imports), alone in a manifest,
+#                        reusing instances as spin.toml's stateless components do
+#                        (GUEST_REUSE=0: a fresh instance per request)
 #   wasmtime serve /ok   the same .wasm under `wasmtime serve` 48.0.8
 #   bare axum /health    the same JSON with no WebAssembly at all (the ceiling)
 # Rounds alternate the targets, so load from elsewhere on the machine hits them alike; every
@@ -34,6 +36,10 @@ component = "guest"
 [component.guest]
 source = "$GUEST"
 EOF
+GUEST_REUSE=${GUEST_REUSE:-1000}
+if [[ $GUEST_REUSE != 0 ]]; then
+    printf '[component.guest.tool.runner]\nreuse_instances = %s\n' "$GUEST_REUSE" >>"$TMP/guest.toml"
+fi
 
 HEALTH_PORT=$(free_port)
 GUEST_PORT=$(free_port)
