@@ -4,20 +4,27 @@
 //! A component that opted into instance reuse may instead get an idle instance, with its
 //! store, kept from an earlier request (see `instance_reuse`).
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use axum::body::Body;
 use axum::http::{HeaderValue, Request, Response, StatusCode};
+use futures::FutureExt;
 use http_body_util::{BodyExt, Full, Limited};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
 use wasmtime::component::Linker;
 use wasmtime::{Engine, Store, UpdateDeadline};
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::WasiHttpView;
 
 use crate::config::RuntimeSettings;
@@ -230,7 +237,7 @@ impl Runtime {
         let request = self.prepare_request(request, &spin).await?;
 
         // An idle instance if the component opted into reuse and one is free; else a fresh
-        // store, in which the task below instantiates the component.
+        // store, in which the call below instantiates the component.
         let mut guest = match component.idle.as_ref().and_then(|idle| idle.take()) {
             Some(instance) => Guest::Idle(instance),
             None => Guest::New(self.new_store(component)),
@@ -245,7 +252,7 @@ impl Runtime {
             responded.clone(),
         ));
 
-        let (sender, receiver) = oneshot::channel();
+        let (sender, mut receiver) = oneshot::channel();
         let flag = responded.clone();
         let state = store.data_mut();
         let req = state
@@ -264,7 +271,7 @@ impl Runtime {
         let idle = component.idle.clone();
         let id = component.config.id.clone();
         let stream_timeout = self.settings.stream_timeout();
-        let task = tokio::spawn(async move {
+        let call = async move {
             let mut instance = match guest {
                 Guest::Idle(instance) => {
                     metrics::reused(&id);
@@ -288,7 +295,7 @@ impl Runtime {
             let responded = responded.load(Ordering::Acquire);
             if let (Err(err), true) = (&result, responded) {
                 // Once the head was sent an error can only end the stream; log it here (the
-                // request path no longer waits for this task).
+                // request path no longer waits for the call).
                 tracing::warn!(component = %id, "guest failed while streaming: {err:#}");
             }
             // Kept for a later request only after a clean end (the checks are in
@@ -301,21 +308,36 @@ impl Runtime {
             }
             drop(permit);
             result
-        });
-
-        match tokio::time::timeout(self.settings.request_timeout(), receiver).await {
-            // The task runs on (streaming the body) and logs its own errors.
-            Ok(Ok(Ok(response))) => Ok(response.map(|body| {
-                Body::new(body.map_err(|code| std::io::Error::other(format!("{code:?}"))))
-            })),
-            Ok(Ok(Err(code))) => Err(Failure::GuestErrorCode(code)),
-            Ok(Err(_)) => match task.await {
-                Ok(Ok(())) => Err(Failure::NoResponse),
-                Ok(Err(err)) => Err(Failure::Trap(err)),
-                Err(err) => Err(Failure::Host(err.into())),
+        };
+        // The call of a component that opted into instance reuse (so stateless) runs in this
+        // request's own future: an answer complete when the call returns (/health, openapi)
+        // then costs no task and no wake-up of another worker, and a client that goes away
+        // drops the call with the request. Every other component's call gets its own task,
+        // which a client that goes away does not cut short (a chat still stores its turn).
+        let mut call = if component.idle.is_some() {
+            Call::Inline(Box::pin(AssertUnwindSafe(call).catch_unwind()))
+        } else {
+            Call::Task(tokio::spawn(call))
+        };
+        let deadline = tokio::time::sleep(self.settings.request_timeout());
+        tokio::select! {
+            // The head first: a call that has sent it and is still running goes on streaming.
+            biased;
+            head = &mut receiver => match head {
+                Ok(head) => {
+                    call.detach();
+                    answer(head)
+                }
+                // The guest dropped the outparam without answering; the epoch deadline still
+                // bounds the call.
+                Err(_) => no_answer(call.await),
             },
-            Err(_) => {
-                task.abort();
+            ended = &mut call => match receiver.try_recv() {
+                Ok(head) => answer(head),
+                Err(_) => no_answer(ended),
+            },
+            _ = deadline => {
+                call.cancel();
                 Err(Failure::Timeout)
             }
         }
@@ -413,6 +435,71 @@ impl Guest {
             Guest::Idle(instance) => &mut instance.store,
             Guest::New(store) => store,
         }
+    }
+}
+
+/// A guest call in progress: polled by the request's own future, or running in its own task.
+/// It yields the handler's result, or a host failure (the call panicked). An inline call
+/// catches its panic, so that it is a 500 as in a task, not a dropped connection.
+enum Call {
+    Inline(Pin<Box<dyn Future<Output = std::thread::Result<wasmtime::Result<()>>> + Send>>),
+    Task(JoinHandle<wasmtime::Result<()>>),
+}
+
+impl Call {
+    /// Lets the call run on after the request path returned the head: it streams the body,
+    /// then gives back its instance and its permit.
+    fn detach(self) {
+        match self {
+            Call::Inline(call) => drop(tokio::spawn(call)),
+            Call::Task(_) => {}
+        }
+    }
+
+    /// Ends the call now; its instance and permit are dropped with it.
+    fn cancel(self) {
+        match self {
+            Call::Inline(call) => drop(call),
+            Call::Task(task) => task.abort(),
+        }
+    }
+}
+
+impl Future for Call {
+    type Output = Result<wasmtime::Result<()>, wasmtime::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Call::Inline(call) => call
+                .as_mut()
+                .poll(cx)
+                .map(|ended| ended.map_err(|_| wasmtime::Error::msg("the guest call panicked"))),
+            Call::Task(task) => Pin::new(task)
+                .poll(cx)
+                .map(|ended| ended.map_err(Into::into)),
+        }
+    }
+}
+
+/// What the guest set as its response: the head (the body streams from the call), or an
+/// error code.
+fn answer(head: Result<Response<HyperOutgoingBody>, ErrorCode>) -> Result<Response<Body>, Failure> {
+    match head {
+        Ok(response) => Ok(response.map(|body| {
+            Body::new(body.map_err(|code| std::io::Error::other(format!("{code:?}"))))
+        })),
+        Err(code) => Err(Failure::GuestErrorCode(code)),
+    }
+}
+
+/// The failure of a call that ended without setting a response.
+fn no_answer(
+    ended: Result<wasmtime::Result<()>, wasmtime::Error>,
+) -> Result<Response<Body>, Failure> {
+    match ended {
+        Ok(Ok(())) => Err(Failure::NoResponse),
+        Ok(Err(err)) => Err(Failure::Trap(err)),
+        Err(err) => Err(Failure::Host(err)),
     }
 }
 
