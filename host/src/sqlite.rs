@@ -222,7 +222,10 @@ fn configure_sqlite_once() {
             )
         };
         if code != rusqlite::ffi::SQLITE_OK {
-            tracing::debug!(code, "SQLite memory statistics stay on (SQLite already in use)");
+            tracing::debug!(
+                code,
+                "SQLite memory statistics stay on (SQLite already in use)"
+            );
         }
     });
 }
