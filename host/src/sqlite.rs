@@ -460,6 +460,9 @@ impl Drop for Lease {
 }
 
 pub fn open_file(path: &Path) -> rusqlite::Result<rusqlite::Connection> {
+    // Whatever opens SQLite first in the process (serve's keyless indexing does, before the
+    // runtime loads) must find it configured.
+    configure_sqlite_once();
     let conn = rusqlite::Connection::open(path)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
