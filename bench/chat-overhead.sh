@@ -42,6 +42,7 @@ overhead() { # direct file, runner file
             printf "  | sources p50 %.3f p99 %.3f  | first delta p50 %.3f p99 %.3f", r["sources_p50_ms"] - d["sources_p50_ms"], r["sources_p99_ms"] - d["sources_p99_ms"], r["first_delta_p50_ms"] - d["first_delta_p50_ms"], r["first_delta_p99_ms"] - d["first_delta_p99_ms"]
         printf "   (goal: p50 <= 1, p99 <= 5)\n" }' "$1" "$2"
 }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 for mode in stream json; do
     flag=()
     [[ $mode == stream ]] && flag=(--stream)
@@ -49,11 +50,16 @@ for mode in stream json; do
         n=$((c * PER_CLIENT))
         common=(--concurrency "$c" --requests "$n" --warmup 2 --query "$QUERY" "${flag[@]}")
         "$CLIENT" direct --doubles "$DOUBLES_URL" "${common[@]}" >"$TMP/direct"
+        cpu_before=$(cpu_ticks "$RUNNER_PID")
         "$CLIENT" chat --url "http://127.0.0.1:$PORT/chat" "${common[@]}" >"$TMP/runner"
+        cpu_after=$(cpu_ticks "$RUNNER_PID")
         echo "== $mode, $c concurrent, $n chats"
         row direct "$TMP/direct"
         row runner "$TMP/runner"
         overhead "$TMP/direct" "$TMP/runner"
+        # utime + stime of the runner in clock ticks (10 ms): coarse for a few chats.
+        awk -v t=$((cpu_after - cpu_before)) -v hz="$(getconf CLK_TCK)" -v n="$((n + 2))" \
+            'BEGIN {printf "runner CPU per chat %.0f us (%d chats incl. warm-up)\n", t / hz * 1e6 / n, n}'
     done
 done
 echo "runner RSS after: $(rss_kib "$RUNNER_PID") KiB"

@@ -52,6 +52,6 @@ if [[ "${PROFILE:-0}" == 1 ]]; then
     perf report -i "$TMP/perf.data" --no-children --sort symbol --stdio 2>/dev/null |
         grep -E '^ +[0-9.]+%' | head -40
     echo "== perf: by shared object"
-    perf report -i "$TMP/perf.data" --no-children --sort dso --stdio 2>/dev/null |
+    perf report -i "$TMP/perf.data" --no-children --sort dso --stdio -g none 2>/dev/null |
         grep -E '^ +[0-9.]+%' | head -15
 fi
