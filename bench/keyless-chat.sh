@@ -50,8 +50,8 @@ if [[ "${PROFILE:-0}" == 1 ]]; then
     wait "$PERF" || true
     echo "== perf: top symbols by self time (runner, during chat load)"
     perf report -i "$TMP/perf.data" --no-children --sort symbol --stdio 2>/dev/null |
-        grep -E '^ +[0-9.]+%' | head -40
+        grep -E '^ +[0-9.]+%' | head -40 || true
     echo "== perf: by shared object"
     perf report -i "$TMP/perf.data" --no-children --sort dso --stdio -g none 2>/dev/null |
-        grep -E '^ +[0-9.]+%' | head -15
+        grep -E '^ +[0-9.]+%' | head -15 || true
 fi
