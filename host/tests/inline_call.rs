@@ -6,13 +6,12 @@
 
 mod support;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::{start, wasm, workspace, Options, Server};
+use support::{start, start_with_manifest, wasm, workspace, Options, Server};
 
-fn write_manifest(dir: &Path) -> std::path::PathBuf {
+fn manifest() -> String {
     let manifest = format!(
         r#"spin_manifest_version = 2
 [application]
@@ -32,20 +31,11 @@ reuse_instances = 1000
 "#,
         guest = wasm("test_guest").display(),
     );
-    let path = dir.join("spin.toml");
-    std::fs::write(&path, manifest).unwrap();
-    path
+    manifest
 }
 
 async fn server() -> (Server, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let manifest = write_manifest(dir.path());
-    let server = start(Options {
-        manifest: Some(manifest),
-        ..Options::default()
-    })
-    .await;
-    (server, dir)
+    start_with_manifest(&manifest(), &[]).await
 }
 
 /// Sends `path` and gives up (closing the connection) after 200 ms.

@@ -6,15 +6,14 @@
 
 mod support;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use support::{start, wasm, Options, Server};
+use support::{start_with_manifest, wasm, Server};
 
 /// Requests one instance of the reusing guest may serve.
 const LIMIT: u32 = 3;
 
-fn write_manifest(dir: &Path) -> std::path::PathBuf {
+fn manifest() -> String {
     let guest = wasm("test_guest");
     let health = wasm("health");
     let manifest = format!(
@@ -49,21 +48,11 @@ reuse_instances = 1000
         guest = guest.display(),
         health = health.display(),
     );
-    let path = dir.join("spin.toml");
-    std::fs::write(&path, manifest).unwrap();
-    path
+    manifest
 }
 
 async fn server(args: &[&str]) -> (Server, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let manifest = write_manifest(dir.path());
-    let server = start(Options {
-        manifest: Some(manifest),
-        args,
-        ..Options::default()
-    })
-    .await;
-    (server, dir)
+    start_with_manifest(&manifest(), args).await
 }
 
 /// The instance's count of requests served, from `x-served`, and the status.

@@ -67,6 +67,22 @@ pub struct Options<'a> {
     pub data_dir: Option<tempfile::TempDir>,
 }
 
+/// Starts the runner on a manifest written from `manifest` into a folder of its own, which is
+/// handed back with the server (it must outlive it).
+#[allow(dead_code)]
+pub async fn start_with_manifest(manifest: &str, args: &[&str]) -> (Server, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spin.toml");
+    std::fs::write(&path, manifest).unwrap();
+    let server = start(Options {
+        manifest: Some(path),
+        args,
+        ..Options::default()
+    })
+    .await;
+    (server, dir)
+}
+
 pub async fn start(options: Options<'_>) -> Server {
     let manifest = options
         .manifest
