@@ -22,8 +22,10 @@ TOOLS="$ROOT/bench/.tools"
 WASMTIME="$TOOLS/bin/wasmtime"
 
 FEATURES=(--features rag-core/docs,rag-core/sqlite)
-HOST="$ROOT/target/release/host"
-CLIENT="$ROOT/target/release/examples/bench_client"
+# BENCH_HOST=path measures another runner binary (an older build copied aside, say), so two
+# builds can be alternated on the same busy machine.
+HOST=${BENCH_HOST:-"$ROOT/target/release/host"}
+CLIENT=${BENCH_CLIENT:-"$ROOT/target/release/examples/bench_client"}
 BARE="$ROOT/target/release/examples/bare_axum"
 DOUBLES="$ROOT/target/release/serve-doubles"
 

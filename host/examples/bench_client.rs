@@ -375,12 +375,16 @@ fn report(load: &Load, (samples, elapsed): (Vec<Sample>, Duration)) {
 
 /// Resident set of `pid` plus its descendants, in KiB.
 fn rss_kib(pid: u32) -> u64 {
-    let own = std::fs::read_to_string(format!("/proc/{pid}/status"))
+    proc_kib(pid, "status", "VmRSS:")
+}
+
+/// A `kB` field of `/proc/PID/<file>`, summed over the process and its children.
+fn proc_kib(pid: u32, file: &str, field: &str) -> u64 {
+    let own = std::fs::read_to_string(format!("/proc/{pid}/{file}"))
         .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(field))
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         })
         .unwrap_or(0);
@@ -388,7 +392,7 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or_default()
         .split_whitespace()
         .filter_map(|c| c.parse().ok())
-        .map(rss_kib)
+        .map(|child| proc_kib(child, file, field))
         .sum();
     own + children
 }
@@ -456,7 +460,15 @@ async fn hold(url: &str, pid: u32, steps: &[usize], query: &str) -> Result<()> {
         if still < open.len() {
             bail!("{} streams ended early", open.len() - still);
         }
-        println!("streams {} rss_kib {}", open.len(), rss_kib(pid));
+        // RSS counts a file page once per mapping: every instance maps its component's data
+        // image, so the same page-cache pages count once per open stream. PSS shares them out.
+        println!(
+            "streams {} rss_kib {} file_kib {} pss_kib {}",
+            open.len(),
+            rss_kib(pid),
+            proc_kib(pid, "status", "RssFile:"),
+            proc_kib(pid, "smaps_rollup", "Pss:")
+        );
     }
     for task in open {
         task.abort();
