@@ -141,9 +141,17 @@ fn changes_session_state(action: &AuthAction<'_>) -> bool {
         | AuthAction::CreateVtable { .. }
         | AuthAction::DropVtable { .. }
         | AuthAction::Unknown { .. } => true,
-        // The runner's own WAL bound runs this one; it leaves no state behind.
-        AuthAction::Pragma { pragma_name, .. } => {
-            !pragma_name.eq_ignore_ascii_case("wal_checkpoint")
+        // Reads that leave no state behind: the runner's own WAL bound runs the first, and FTS5
+        // prepares the second on its first query of a connection to notice other writers.
+        // Counting FTS5's would close every connection that searched, so each keyless chat
+        // opened a new one (schema parse, every statement prepared afresh).
+        AuthAction::Pragma {
+            pragma_name,
+            pragma_value,
+        } => {
+            let read_only = pragma_name.eq_ignore_ascii_case("wal_checkpoint")
+                || (pragma_name.eq_ignore_ascii_case("data_version") && pragma_value.is_none());
+            !read_only
         }
         _ => false,
     }
@@ -785,6 +793,32 @@ mod tests {
             // Reading a pragma through the guest path also counts, so empty the pool again.
             sqlite.database("default").idle().clear();
         }
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_searched_full_text_is_reused() {
+        let (dir, sqlite) = sqlite();
+        let writer = open_file(&dir.path().join("default.db")).unwrap();
+        writer
+            .execute_batch(
+                "CREATE VIRTUAL TABLE docs USING fts5 (body);
+                 INSERT INTO docs (body) VALUES ('the zero moment point');",
+            )
+            .unwrap();
+        let lease = sqlite.lease("default").await.unwrap();
+        let handle = unsafe { lease.connection().handle() } as usize;
+        let found = rows(&lease, "SELECT rowid FROM docs WHERE docs MATCH 'moment'").unwrap();
+        assert_eq!(found.len(), 1);
+        drop(lease);
+        assert_eq!(sqlite.idle_connections("default"), 1);
+        let next = sqlite.lease("default").await.unwrap();
+        assert_eq!(unsafe { next.connection().handle() } as usize, handle);
+        // Another connection's write still shows: FTS5 checks the data version per query.
+        writer
+            .execute("INSERT INTO docs (body) VALUES ('a moment later')", [])
+            .unwrap();
+        let found = rows(&next, "SELECT rowid FROM docs WHERE docs MATCH 'moment'").unwrap();
+        assert_eq!(found.len(), 2);
     }
 
     #[tokio::test]
