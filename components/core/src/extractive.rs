@@ -1,7 +1,7 @@
 //! The answer without a language model: the best sentences of the top passages, each cited,
 //! under a label that says plainly the text was extracted, not generated.
 
-use crate::keywords;
+use crate::keywords::{self, StemMatcher};
 use crate::retrieval::Passage;
 
 /// First line of every extractive answer.
@@ -26,11 +26,12 @@ pub const MAX_SENTENCE_CHARS: usize = 300;
 /// [`REFUSAL`] when there is nothing to quote.
 pub fn extractive_answer(query: &str, passages: &[Passage], selected_text: Option<&str>) -> String {
     let terms = terms(query);
+    let matcher = StemMatcher::new(&terms);
     let mut lines = Vec::new();
     if let Some(selected) = selected_text {
         // The reader chose this passage, so its opening stands in when no word is shared
         // ("explain this").
-        let mut best = best_sentences(selected, &terms, SENTENCES_PER_PASSAGE);
+        let mut best = best_sentences(selected, &matcher, SENTENCES_PER_PASSAGE);
         if best.is_empty() {
             best = sentences(selected)
                 .iter()
@@ -43,7 +44,7 @@ pub fn extractive_answer(query: &str, passages: &[Passage], selected_text: Optio
         }
     }
     for (i, passage) in passages.iter().take(MAX_PASSAGES).enumerate() {
-        let best = best_sentences(&passage.text, &terms, SENTENCES_PER_PASSAGE);
+        let best = best_sentences(&passage.text, &matcher, SENTENCES_PER_PASSAGE);
         if best.is_empty() {
             continue;
         }
@@ -74,9 +75,9 @@ fn sentences(text: &str) -> Vec<String> {
     for paragraph in text.split("\n\n") {
         let flat = paragraph.split_whitespace().collect::<Vec<_>>().join(" ");
         let mut start = 0;
-        let chars: Vec<(usize, char)> = flat.char_indices().collect();
-        for (k, &(index, c)) in chars.iter().enumerate() {
-            let next_is_space = chars.get(k + 1).is_some_and(|&(_, n)| n == ' ');
+        let mut chars = flat.char_indices().peekable();
+        while let Some((index, c)) = chars.next() {
+            let next_is_space = chars.peek().is_some_and(|&(_, n)| n == ' ');
             if matches!(c, '.' | '!' | '?') && next_is_space {
                 out.push(flat[start..=index].trim().to_owned());
                 start = index + 1;
@@ -88,16 +89,20 @@ fn sentences(text: &str) -> Vec<String> {
     out
 }
 
-/// Up to `count` sentences sharing the most terms with the question, in text order; none when
+/// Up to `count` sentences sharing the most of the question's terms, in text order; none when
 /// no sentence shares any.
-fn best_sentences(text: &str, terms: &[String], count: usize) -> Vec<String> {
+fn best_sentences(text: &str, terms: &StemMatcher<'_>, count: usize) -> Vec<String> {
     let sentences = sentences(text);
+    let mut shared = Vec::new();
     let mut scored: Vec<(usize, usize)> = sentences
         .iter()
         .enumerate()
         .map(|(i, sentence)| {
-            let words = self::terms(sentence);
-            (terms.iter().filter(|t| words.contains(t)).count(), i)
+            shared.clear();
+            terms.for_each_match(sentence, |term| shared.push(term));
+            shared.sort_unstable();
+            shared.dedup();
+            (shared.len(), i)
         })
         .filter(|&(shared, _)| shared > 0)
         .collect();

@@ -140,17 +140,26 @@ pub const STOP_WORDS: &[&str] = &[
 
 /// Whether a lower-case word is left out of matching.
 pub fn is_stop_word(word: &str) -> bool {
-    STOP_WORDS.contains(&word)
+    // Sorted (a test checks): every word of every passage is looked up.
+    STOP_WORDS.binary_search(&word).is_ok()
+}
+
+/// The runs of alphanumeric characters in `text`, as written.
+fn tokens(text: &str) -> impl Iterator<Item = &str> + '_ {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|token| !token.is_empty())
+}
+
+/// A token lower-cased, unless it is a stop word or a single letter.
+fn word(token: &str) -> Option<String> {
+    let word = token.to_lowercase();
+    let single_letter = word.chars().count() == 1 && !word.chars().all(char::is_numeric);
+    (!word.is_empty() && !single_letter && !is_stop_word(&word)).then_some(word)
 }
 
 /// The lower-cased words of `text` that carry meaning, in order, duplicates kept.
 pub fn words(text: &str) -> impl Iterator<Item = String> + '_ {
-    text.split(|c: char| !c.is_alphanumeric())
-        .filter_map(|word| {
-            let word = word.to_lowercase();
-            let single_letter = word.chars().count() == 1 && !word.chars().all(char::is_numeric);
-            (!word.is_empty() && !single_letter && !is_stop_word(&word)).then_some(word)
-        })
+    tokens(text).filter_map(word)
 }
 
 /// The stems of [`words`], in order, duplicates kept.
@@ -159,6 +168,58 @@ pub fn stems(text: &str) -> Vec<String> {
     words(text)
         .map(|word| stemmer.stem(&word).into_owned())
         .collect()
+}
+
+/// Finds the words of texts whose stems are among a few given ones (a question's), stemming only
+/// the words that can have one of them. A Snowball English stem always begins with its word's
+/// first letter: the algorithm only rewrites suffixes and never removes a word's first letter
+/// (every deletion needs a vowel or its R1 region before it, and the initial `y` it marks is
+/// restored), so a word whose first letter begins none of the stems is skipped unstemmed.
+/// Choosing an extractive answer's sentences stemmed every word of the passages before, which
+/// was the largest cost of a keyless chat inside the component.
+pub struct StemMatcher<'a> {
+    /// Sorted, distinct.
+    stems: &'a [String],
+    initials: Vec<char>,
+    stemmer: Stemmer,
+}
+
+impl<'a> StemMatcher<'a> {
+    /// `stems` sorted and distinct, as [`stems`] gives them after `sort` and `dedup`.
+    pub fn new(stems: &'a [String]) -> Self {
+        let mut initials: Vec<char> = stems.iter().filter_map(|s| s.chars().next()).collect();
+        initials.sort_unstable();
+        initials.dedup();
+        Self {
+            stems,
+            initials,
+            stemmer: Stemmer::create(Algorithm::English),
+        }
+    }
+
+    /// Calls `found` with the index in `stems` of the stem of each word of `text` ([`words`])
+    /// that has one of them, in text order.
+    pub fn for_each_match(&self, text: &str, mut found: impl FnMut(usize)) {
+        for token in tokens(text) {
+            let Some(first) = token.chars().next() else {
+                continue;
+            };
+            // Non-ASCII letters can lower-case to more than one character: always stemmed.
+            if first.is_ascii()
+                && self
+                    .initials
+                    .binary_search(&first.to_ascii_lowercase())
+                    .is_err()
+            {
+                continue;
+            }
+            let Some(word) = word(token) else { continue };
+            let stem = self.stemmer.stem(&word);
+            if let Ok(index) = self.stems.binary_search_by(|s| s.as_str().cmp(&stem)) {
+                found(index);
+            }
+        }
+    }
 }
 
 /// A stem's index in a sparse vector: the first four bytes of its SHA-256, so every build and
@@ -220,6 +281,83 @@ mod tests {
         );
         assert_eq!(stems("What is a ROS 2 node?"), ["ros", "2", "node"]);
         assert!(stems("what is the it").is_empty());
+    }
+
+    #[test]
+    fn stop_words_are_sorted_for_binary_search() {
+        assert!(STOP_WORDS.windows(2).all(|pair| pair[0] < pair[1]));
+        assert!(STOP_WORDS.iter().all(|word| is_stop_word(word)));
+        assert!(!is_stop_word("robot"));
+    }
+
+    /// Every word of the book's pages and of the labelled questions.
+    fn sample_text() -> String {
+        fn read(dir: &std::path::Path, into: &mut String) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    read(&path, into);
+                } else if path
+                    .extension()
+                    .is_some_and(|e| e == "md" || e == "mdx" || e == "json" || e == "jsonl")
+                {
+                    into.push_str(&std::fs::read_to_string(&path).unwrap());
+                    into.push('\n');
+                }
+            }
+        }
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut text = String::new();
+        read(&root.join("book/docs"), &mut text);
+        read(&root.join("eval"), &mut text);
+        text
+    }
+
+    #[test]
+    fn a_stem_begins_with_its_words_first_letter() {
+        let text = sample_text();
+        let stemmer = Stemmer::create(Algorithm::English);
+        let mut checked = 0;
+        for word in words(&text).chain(
+            [
+                "skies", "dying", "ying", "yelling", "aing", "ied", "ies", "eed", "idly",
+            ]
+            .map(String::from),
+        ) {
+            let stem = stemmer.stem(&word);
+            assert_eq!(stem.chars().next(), word.chars().next(), "{word} -> {stem}");
+            checked += 1;
+        }
+        assert!(checked > 5_000, "{checked} words");
+    }
+
+    #[test]
+    fn matched_stems_are_the_words_stems() {
+        let text = sample_text();
+        let mut sentences: Vec<&str> = text.split(['.', '\n']).collect();
+        sentences.push("Ünïcödé Straße ΣΊΣΥΦΟΣ skies dying x 7 the Deploying deployed");
+        let mut found = 0;
+        for question in [
+            "What does ZMP stand for?",
+            "How do I deploy with netlify? Ünïcödé straße skies",
+            "inverse kinematics joint angles of the robot arm",
+        ] {
+            let mut question_stems = stems(question);
+            question_stems.sort();
+            question_stems.dedup();
+            let matcher = StemMatcher::new(&question_stems);
+            for sentence in &sentences {
+                let mut matched = Vec::new();
+                matcher.for_each_match(sentence, |index| matched.push(index));
+                let expected: Vec<usize> = stems(sentence)
+                    .iter()
+                    .filter_map(|stem| question_stems.binary_search(stem).ok())
+                    .collect();
+                assert_eq!(matched, expected, "{question} / {sentence}");
+                found += matched.len();
+            }
+        }
+        assert!(found > 100, "{found} matches");
     }
 
     #[test]
