@@ -96,12 +96,12 @@ fn sqlite_param(value: &SqlValue) -> sqlite3::Value {
     }
 }
 
-fn sqlite_value(value: &sqlite3::Value) -> Result<SqlValue, StoreError> {
+fn sqlite_value(value: sqlite3::Value) -> Result<SqlValue, StoreError> {
     Ok(match value {
         sqlite3::Value::Null => SqlValue::Null,
-        sqlite3::Value::Integer(i) => SqlValue::Integer(*i),
-        sqlite3::Value::Real(f) => SqlValue::Real(*f),
-        sqlite3::Value::Text(s) => SqlValue::Text(s.clone()),
+        sqlite3::Value::Integer(i) => SqlValue::Integer(i),
+        sqlite3::Value::Real(f) => SqlValue::Real(f),
+        sqlite3::Value::Text(s) => SqlValue::Text(s),
         sqlite3::Value::Blob(_) => return Err(StoreError::Query("unexpected BLOB column".into())),
     })
 }
@@ -145,12 +145,13 @@ impl Database for Db {
             Db::Sqlite(conn) => {
                 let params: Vec<_> = params.iter().map(sqlite_param).collect();
                 let result = conn.execute(sql, &params).map_err(sqlite_error)?;
+                // Moved, not copied: a search returns the text of every candidate passage.
                 Ok(Rows {
-                    columns: result.columns.clone(),
+                    columns: result.columns,
                     rows: result
                         .rows
-                        .iter()
-                        .map(|row| row.values.iter().map(sqlite_value).collect())
+                        .into_iter()
+                        .map(|row| row.values.into_iter().map(sqlite_value).collect())
                         .collect::<Result<_, _>>()?,
                 })
             }

@@ -48,9 +48,14 @@ impl Conversation {
                     .id
             }
         };
-        let history = sessions
-            .recent_turns(&session_id, settings.history_budget_chars)
-            .map_err(store_failure)?;
+        // A session started just now has no turns to read.
+        let history = if unclaimed {
+            Vec::new()
+        } else {
+            sessions
+                .recent_turns(&session_id, settings.history_budget_chars)
+                .map_err(store_failure)?
+        };
         // Storing the question is also the existence check: it inserts nothing, and fails
         // with NotFound, when no session has this id.
         sessions
