@@ -6,10 +6,7 @@
 #   bench/keyless-chat.sh [--smoke] [seconds] [connections] [rounds]
 # PROFILE=1 also records the runner with `perf record -g` during one extra run and prints
 # the top symbols (needs linux-perf).
-# BENCH_HOST=path runs another runner binary (e.g. an older build copied aside), so old and new
-# can be alternated on the same busy machine.
 source "$(dirname "$0")/lib.sh"
-HOST=${BENCH_HOST:-$HOST}
 if [[ $SMOKE == 1 ]]; then
     SECS=${1:-1} CONNS=${2:-8} ROUNDS=${3:-1}
 else
