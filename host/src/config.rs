@@ -226,6 +226,17 @@ pub struct ServerSettings {
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
 
+    /// Threads that serve HTTP, each with its own single-threaded async runtime and its own
+    /// listener on the port (SO_REUSEPORT), so that a connection stays on one thread: `auto` =
+    /// one per core; `0` or `1` = one multi-threaded runtime for every connection.
+    #[arg(
+        long,
+        env = "SERVER_WORKERS",
+        default_value = "auto",
+        value_parser = parse_server_workers
+    )]
+    pub server_workers: ServerWorkers,
+
     #[command(flatten)]
     pub websocket: WebSocketSettings,
 }
@@ -253,6 +264,42 @@ pub struct WebSocketSettings {
     /// (1008). 0: no limit.
     #[arg(long, env = "WS_MAX_MESSAGES_PER_MINUTE", default_value_t = 60)]
     pub ws_max_messages_per_minute: u32,
+}
+
+/// `SERVER_WORKERS`: how many threads serve HTTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerWorkers {
+    /// One per core the process may run on.
+    Auto,
+    Count(usize),
+}
+
+/// More serving threads than this buys nothing on any machine this runs on and only costs a
+/// runtime, a listener and a thread each; a larger figure is most likely a typo.
+pub const MAX_SERVER_WORKERS: usize = 256;
+
+fn parse_server_workers(value: &str) -> Result<ServerWorkers, String> {
+    let value = value.trim();
+    if value.eq_ignore_ascii_case("auto") {
+        return Ok(ServerWorkers::Auto);
+    }
+    match value.parse::<usize>() {
+        Ok(count) if count <= MAX_SERVER_WORKERS => Ok(ServerWorkers::Count(count)),
+        _ => Err(format!(
+            "{value:?} is not a number of server workers: use `auto` (one per core), 0 or 1 (one \
+             multi-threaded runtime) or up to {MAX_SERVER_WORKERS} threads"
+        )),
+    }
+}
+
+impl ServerWorkers {
+    /// Serving threads to start; 1 means one multi-threaded runtime, as `0` does.
+    pub fn resolve(self) -> usize {
+        match self {
+            ServerWorkers::Auto => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            ServerWorkers::Count(count) => count.max(1),
+        }
+    }
 }
 
 impl ServerSettings {

@@ -6,22 +6,26 @@
 //! itself.
 
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use axum::body::Body;
+use axum::extract::connect_info::IntoMakeServiceWithConnectInfo;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use axum::middleware::Next;
 use axum::routing::{any, get};
 use axum::serve::ListenerExt;
 use axum::Router;
+use futures::FutureExt;
 use metrics_exporter_prometheus::PrometheusHandle;
 use rag_core::cors::AllowedOrigins;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::{mpsc, watch};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
@@ -257,15 +261,25 @@ async fn dispatch(
 }
 
 /// Serves until SIGTERM or SIGINT, then stops accepting and lets in-flight requests finish
-/// for up to `SHUTDOWN_GRACE_SECS`.
+/// for up to `SHUTDOWN_GRACE_SECS`. With more than one `SERVER_WORKERS`, each worker is a
+/// thread with a single-threaded runtime and its own listener on the port (see
+/// [`serve_workers`]); otherwise one listener on the caller's runtime.
 pub async fn serve(runtime: Arc<Runtime>, settings: &ServerSettings) -> Result<()> {
     let addr = format!("{}:{}", settings.bind, settings.port);
-    let listener = TcpListener::bind(&addr)
+    let workers = settings.server_workers.resolve();
+    if workers <= 1 {
+        let listener = TcpListener::bind(&addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        return serve_on(listener, runtime, settings).await;
+    }
+    let listeners = bind_shared(&addr, workers)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
-    serve_on(listener, runtime, settings).await
+    serve_workers(listeners, runtime, settings).await
 }
 
+/// Serves on `listener` from the caller's runtime, every connection a task of it.
 pub async fn serve_on(
     listener: TcpListener,
     runtime: Arc<Runtime>,
@@ -275,55 +289,317 @@ pub async fn serve_on(
     let sockets = Sockets::new();
     let app = build(runtime.clone(), settings, &sockets)?
         .into_make_service_with_connect_info::<SocketAddr>();
-    if let Some(addr) = settings.metrics_addr {
-        let metrics_app = metrics_router(runtime, settings)?;
-        let metrics_listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on METRICS_ADDR {addr}"))?;
-        tracing::info!(address = %metrics_listener.local_addr()?, "serving /metrics");
-        tokio::spawn(async move {
-            if let Err(err) = axum::serve(metrics_listener, metrics_app).await {
-                tracing::error!("metrics listener failed: {err}");
-            }
-        });
-    }
+    serve_metrics(runtime, settings).await?;
     tracing::info!(address = %local, "listening");
+    let (stop, stopping) = watch::channel(Stop::Serving);
+    let (ended_tx, ended) = mpsc::unbounded_channel();
+    // The worker is polled here rather than spawned, so that dropping this future (a test or
+    // `host eval` aborting its server) stops it too.
+    let worker = async {
+        let end = AssertUnwindSafe(worker(listener, app, sockets.clone(), stopping))
+            .catch_unwind()
+            .await;
+        let _ = ended_tx.send((0, WorkerEnd::from_result(end)));
+        std::future::pending::<()>().await
+    };
+    let supervised = supervise(
+        ended,
+        1,
+        &stop,
+        &sockets,
+        Duration::from_secs(settings.shutdown_grace_secs),
+        shutdown_signal(),
+    );
+    tokio::select! {
+        result = supervised => result,
+        _ = worker => unreachable!("the worker future never ends"),
+    }
+}
+
+/// `SERVER_WORKERS` threads, each running a single-threaded tokio runtime that accepts from
+/// its own listener (the kernel spreads new connections over the listeners of the port), so a
+/// connection's request, guest call and response stay on one thread: no work-stealing, no
+/// wake-ups across cores on the request path.
+///
+/// Threads of one process, not processes: what the runtime shares must stay one per process.
+/// The instance pools and idle instances, the SQLite connection pools and the write gate, the
+/// per-client rate limits, the in-flight permits, the metrics and the WebSocket registry are
+/// all built once here and shared by every worker, so a client's budget, `/metrics` and the
+/// concurrency cap mean the same as with one runtime.
+///
+/// A worker that ends on its own (its runtime cannot start, its accept loop fails or panics)
+/// stops the process with an error after the others drained within the grace period, rather
+/// than being restarted: per-request panics are already contained (hyper's connection tasks,
+/// the inline guest call's `catch_unwind`), so one reaching the worker is a bug in the server
+/// itself, which a restart would repeat, and a process that silently serves with fewer
+/// listeners than it shows is worse than one that exits and is restarted by its supervisor.
+pub async fn serve_workers(
+    listeners: Vec<std::net::TcpListener>,
+    runtime: Arc<Runtime>,
+    settings: &ServerSettings,
+) -> Result<()> {
+    let local = listeners
+        .first()
+        .context("no listener to serve on")?
+        .local_addr()?;
+    let count = listeners.len();
+    let sockets = Sockets::new();
+    let app = build(runtime.clone(), settings, &sockets)?
+        .into_make_service_with_connect_info::<SocketAddr>();
+    serve_metrics(runtime, settings).await?;
+    tracing::info!(address = %local, workers = count, "listening");
+    let (stop, stopping) = watch::channel(Stop::Serving);
+    let (ended_tx, ended) = mpsc::unbounded_channel();
+    let mut threads = Vec::with_capacity(count);
+    for (index, listener) in listeners.into_iter().enumerate() {
+        let (app, sockets, stopping) = (app.clone(), sockets.clone(), stopping.clone());
+        let body = move || async move {
+            let listener = TcpListener::from_std(listener)?;
+            worker(listener, app, sockets, stopping).await
+        };
+        match spawn_worker(index, ended_tx.clone(), body) {
+            Ok(thread) => threads.push(thread),
+            Err(err) => {
+                // The threads already started stop with the channel's sender (`stop`) dropped.
+                return Err(err).context("cannot start a server worker thread");
+            }
+        }
+    }
+    drop(ended_tx);
+    let result = supervise(
+        ended,
+        count,
+        &stop,
+        &sockets,
+        Duration::from_secs(settings.shutdown_grace_secs),
+        shutdown_signal(),
+    )
+    .await;
+    // Every worker has reported its end, its last act, so these joins do not wait.
+    for thread in threads {
+        let _ = thread.join();
+    }
+    result
+}
+
+/// `workers` listeners on one address with SO_REUSEPORT, not yet registered with any runtime
+/// (each worker registers its own).
+async fn bind_shared(addr: &str, workers: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let mut last = None;
+    for candidate in tokio::net::lookup_host(addr).await? {
+        match bind_group(candidate, workers) {
+            Ok(listeners) => return Ok(listeners),
+            Err(err) => last = Some(err),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the address resolved to nothing",
+        )
+    }))
+}
+
+fn bind_group(addr: SocketAddr, workers: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    // SO_REUSEPORT would let this runner join the listeners of another process of the same
+    // user on the port (and share its connections) where one listener fails with "address in
+    // use". A plain bind first keeps that failure, and picks the port when PORT is 0.
+    let addr = std::net::TcpListener::bind(addr)?.local_addr()?;
+    (0..workers)
+        .map(|_| {
+            let socket = if addr.is_ipv4() {
+                TcpSocket::new_v4()?
+            } else {
+                TcpSocket::new_v6()?
+            };
+            socket.set_reuseaddr(true)?;
+            socket.set_reuseport(true)?;
+            socket.bind(addr)?;
+            socket.listen(1024)?.into_std()
+        })
+        .collect()
+}
+
+/// The `METRICS_ADDR` listener, on the caller's runtime.
+async fn serve_metrics(runtime: Arc<Runtime>, settings: &ServerSettings) -> Result<()> {
+    let Some(addr) = settings.metrics_addr else {
+        return Ok(());
+    };
+    let metrics_app = metrics_router(runtime, settings)?;
+    let metrics_listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on METRICS_ADDR {addr}"))?;
+    tracing::info!(address = %metrics_listener.local_addr()?, "serving /metrics");
+    tokio::spawn(async move {
+        if let Err(err) = axum::serve(metrics_listener, metrics_app).await {
+            tracing::error!("metrics listener failed: {err}");
+        }
+    });
+    Ok(())
+}
+
+/// What the workers are told: serve, drain (stop accepting, finish what is in flight), or stop
+/// now (the grace period is over).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Stop {
+    Serving,
+    Drain,
+    Now,
+}
+
+/// How a worker ended.
+#[derive(Debug)]
+enum WorkerEnd {
+    Stopped,
+    Failed(String),
+    Panicked(String),
+}
+
+impl WorkerEnd {
+    fn from_result(ended: std::thread::Result<std::io::Result<()>>) -> Self {
+        match ended {
+            Ok(Ok(())) => WorkerEnd::Stopped,
+            Ok(Err(err)) => WorkerEnd::Failed(err.to_string()),
+            Err(panic) => WorkerEnd::Panicked(
+                panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a non-text panic".into()),
+            ),
+        }
+    }
+}
+
+impl std::fmt::Display for WorkerEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WorkerEnd::Stopped => f.write_str("stopped"),
+            WorkerEnd::Failed(err) => write!(f, "failed: {err}"),
+            WorkerEnd::Panicked(message) => write!(f, "panicked: {message}"),
+        }
+    }
+}
+
+/// Runs `body` on a new thread in its own single-threaded runtime and reports how it ended on
+/// `ended` (also when it panicked).
+fn spawn_worker<F, Fut>(
+    index: usize,
+    ended: mpsc::UnboundedSender<(usize, WorkerEnd)>,
+    body: F,
+) -> std::io::Result<std::thread::JoinHandle<()>>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = std::io::Result<()>>,
+{
+    std::thread::Builder::new()
+        .name(format!("http-worker-{index}"))
+        .spawn(move || {
+            let end = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => {
+                    let ran =
+                        std::panic::catch_unwind(AssertUnwindSafe(|| runtime.block_on(body())));
+                    // A statement on a blocking thread cannot be cancelled; the process must
+                    // not wait for it without bound.
+                    runtime.shutdown_timeout(Duration::from_secs(1));
+                    WorkerEnd::from_result(ran)
+                }
+                Err(err) => WorkerEnd::Failed(format!("cannot start its runtime: {err}")),
+            };
+            let _ = ended.send((index, end));
+        })
+}
+
+/// One worker's server: accepts from `listener` until told to drain, then waits for its
+/// in-flight requests and for every WebSocket answer, unless told to stop now.
+async fn worker(
+    listener: TcpListener,
+    app: IntoMakeServiceWithConnectInfo<Router, SocketAddr>,
+    sockets: Sockets,
+    stopping: watch::Receiver<Stop>,
+) -> std::io::Result<()> {
     // SSE tokens must leave as soon as they are written, not wait for Nagle.
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    let (signalled_tx, signalled_rx) = tokio::sync::watch::channel(false);
-    let grace = Duration::from_secs(settings.shutdown_grace_secs);
-    let draining = sockets.clone();
+    let mut draining = stopping.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown_signal().await;
-        tracing::info!("shutting down: draining in-flight requests");
-        draining.drain();
-        let _ = signalled_tx.send(true);
+        let _ = draining.wait_for(|stop| *stop != Stop::Serving).await;
     });
-    let mut signalled = signalled_rx;
-    // Upgraded connections are no longer the HTTP server's: their answers are waited for here.
+    // Upgraded connections are no longer the HTTP server's: their answers are waited for here
+    // (the registry is the process's, so every worker waits for all of them).
     let drained = async {
         server.await?;
-        if sockets.count() > 0 {
+        sockets.closed().await;
+        std::io::Result::Ok(())
+    };
+    let mut now = stopping;
+    tokio::select! {
+        result = drained => result,
+        _ = now.wait_for(|stop| *stop == Stop::Now) => Ok(()),
+    }
+}
+
+/// Waits for the shutdown signal or for a worker to end on its own; then drains every worker
+/// within `grace` (WebSocket answers included), and past it closes what is left.
+async fn supervise(
+    mut ended: mpsc::UnboundedReceiver<(usize, WorkerEnd)>,
+    workers: usize,
+    stop: &watch::Sender<Stop>,
+    sockets: &Sockets,
+    grace: Duration,
+    signal: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    let mut running = workers;
+    let mut failures = Vec::new();
+    tokio::select! {
+        _ = signal => tracing::info!("shutting down: draining in-flight requests"),
+        Some((index, end)) = ended.recv() => {
+            running -= 1;
+            tracing::error!(worker = index, "server worker {end} while serving; stopping the others");
+            failures.push(format!("server worker {index} {end}"));
+        }
+    }
+    sockets.drain();
+    stop.send_replace(Stop::Drain);
+    let deadline = tokio::time::Instant::now() + grace;
+    let mut cut = false;
+    let mut announced = false;
+    while running > 0 {
+        if !announced && sockets.count() > 0 {
+            announced = true;
             tracing::info!(
                 open = sockets.count(),
                 "waiting for WebSocket answers in flight"
             );
         }
-        sockets.closed().await;
-        std::io::Result::Ok(())
-    };
-    tokio::select! {
-        result = drained => result.context("server failed")?,
-        _ = async {
-            let _ = signalled.wait_for(|s| *s).await;
-            tokio::time::sleep(grace).await;
-        } => {
-            tracing::warn!("grace period over; closing remaining connections");
-            sockets.close_all();
-            let _ = tokio::time::timeout(Duration::from_secs(3), sockets.closed()).await;
+        let next = if cut {
+            ended.recv().await
+        } else {
+            match tokio::time::timeout_at(deadline, ended.recv()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    tracing::warn!("grace period over; closing remaining connections");
+                    sockets.close_all();
+                    let _ = tokio::time::timeout(Duration::from_secs(3), sockets.closed()).await;
+                    stop.send_replace(Stop::Now);
+                    cut = true;
+                    continue;
+                }
+            }
+        };
+        let Some((index, end)) = next else { break };
+        running -= 1;
+        if !matches!(end, WorkerEnd::Stopped) {
+            tracing::error!(worker = index, "server worker {end}");
+            failures.push(format!("server worker {index} {end}"));
         }
+    }
+    if !failures.is_empty() {
+        anyhow::bail!("{}", failures.join("; "));
     }
     tracing::info!("stopped");
     Ok(())
@@ -352,7 +628,80 @@ async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
-    use super::loggable_path;
+    use super::*;
+
+    /// A worker whose runtime panics stops the process with an error naming the panic, after
+    /// the other workers were told to drain (not to stop at once) and did.
+    #[tokio::test]
+    async fn a_panicking_worker_drains_the_others_and_fails_the_server() {
+        let (stop, stopping) = watch::channel(Stop::Serving);
+        let (ended_tx, ended) = mpsc::unbounded_channel();
+        let (told_tx, told) = std::sync::mpsc::channel();
+        let mut healthy = stopping.clone();
+        let threads = [
+            spawn_worker(0, ended_tx.clone(), move || async move {
+                let _ = healthy.wait_for(|stop| *stop != Stop::Serving).await;
+                let stop = *healthy.borrow();
+                told_tx.send(stop).unwrap();
+                Ok(())
+            })
+            .unwrap(),
+            spawn_worker(1, ended_tx, || async {
+                tokio::task::yield_now().await;
+                panic!("accept loop broke");
+            })
+            .unwrap(),
+        ];
+        let sockets = Sockets::new();
+        let supervised = supervise(
+            ended,
+            2,
+            &stop,
+            &sockets,
+            Duration::from_secs(30),
+            std::future::pending(),
+        );
+        let error = tokio::time::timeout(Duration::from_secs(10), supervised)
+            .await
+            .expect("the panic went unnoticed")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("server worker 1 panicked: accept loop broke"),
+            "{error}"
+        );
+        assert_eq!(told.try_recv(), Ok(Stop::Drain));
+        for thread in threads {
+            thread.join().unwrap();
+        }
+    }
+
+    /// A worker that is still busy when the grace period ends is told to stop at once.
+    #[tokio::test]
+    async fn past_the_grace_period_workers_are_stopped() {
+        let (stop, stopping) = watch::channel(Stop::Serving);
+        let (ended_tx, ended) = mpsc::unbounded_channel();
+        let mut now = stopping;
+        let sockets = Sockets::new();
+        let thread = spawn_worker(0, ended_tx, move || async move {
+            let _ = now.wait_for(|stop| *stop == Stop::Now).await;
+            Ok(())
+        })
+        .unwrap();
+        let supervised = supervise(
+            ended,
+            1,
+            &stop,
+            &sockets,
+            Duration::from_millis(50),
+            std::future::ready(()),
+        );
+        tokio::time::timeout(Duration::from_secs(10), supervised)
+            .await
+            .expect("the worker was not stopped")
+            .unwrap();
+        thread.join().unwrap();
+    }
 
     #[test]
     fn session_ids_stay_out_of_logged_paths() {

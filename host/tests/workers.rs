@@ -1,0 +1,317 @@
+//! `SERVER_WORKERS`: the real `host` binary serving with several single-threaded workers, each
+//! accepting on its own listener of one port (SO_REUSEPORT).
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{free_port, workspace};
+
+/// The health component and the test guest (`/guest/slow?ms=N` answers after N ms).
+fn write_manifest(dir: &Path) -> PathBuf {
+    let manifest = format!(
+        r#"spin_manifest_version = 2
+[application]
+name = "workers-test"
+[[trigger.http]]
+route = "/health/..."
+component = "health"
+[[trigger.http]]
+route = "/guest/..."
+component = "guest"
+[component.health]
+source = "{health}"
+[component.guest]
+source = "{guest}"
+"#,
+        health = support::wasm("health").display(),
+        guest = support::wasm("test_guest").display(),
+    );
+    let path = dir.join("spin.toml");
+    std::fs::write(&path, manifest).unwrap();
+    path
+}
+
+fn command(dir: &Path, port: u16, env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_host"));
+    command
+        .arg("serve")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("SPIN_MANIFEST", write_manifest(dir))
+        .env("PORT", port.to_string())
+        .env("BIND_ADDR", "127.0.0.1")
+        .env("DATA_DIR", dir.join("data"))
+        .env(
+            "COMPILE_CACHE_DIR",
+            workspace().join("target/test-compile-cache"),
+        )
+        .env("RATE_LIMIT_PER_MINUTE", "0");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command
+}
+
+struct Runner {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Runner {
+    fn start(env: &[(&str, &str)]) -> Runner {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_on(free_port(), dir, env)
+    }
+
+    fn start_on(port: u16, dir: tempfile::TempDir, env: &[(&str, &str)]) -> Runner {
+        let log = dir.path().join("runner.log");
+        let child = command(dir.path(), port, env)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut runner = Runner {
+            child,
+            port,
+            log,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if get(port, "/health").is_ok_and(|(status, _)| status == 200) {
+                return runner;
+            }
+            if let Some(status) = runner.child.try_wait().unwrap() {
+                panic!("the runner exited with {status}: {}", runner.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the runner did not become ready: {}", runner.log_text());
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Voluntary context switches of each `http-worker-*` thread, by thread name: a worker
+    /// that parks with nothing to do and is woken for a connection counts one more.
+    fn worker_wakeups(&self) -> Vec<(String, u64)> {
+        let tasks = format!("/proc/{}/task", self.child.id());
+        let mut workers = Vec::new();
+        for task in std::fs::read_dir(tasks).unwrap() {
+            let task = task.unwrap().path();
+            let Ok(name) = std::fs::read_to_string(task.join("comm")) else {
+                continue;
+            };
+            let name = name.trim().to_owned();
+            if !name.starts_with("http-worker-") {
+                continue;
+            }
+            let status = std::fs::read_to_string(task.join("status")).unwrap();
+            let switches = status
+                .lines()
+                .find_map(|line| line.strip_prefix("voluntary_ctxt_switches:"))
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            workers.push((name, switches));
+        }
+        workers.sort();
+        workers
+    }
+
+    fn terminate(&mut self) -> (i32, String) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let status = self.child.wait().unwrap();
+        (status.code().unwrap_or(-1), self.log_text())
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.0 GET (so the body is neither chunked nor kept alive) on a connection of its
+/// own: status and body.
+fn get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP answer: {answer:?}")))?;
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, body)| body)
+        .to_owned();
+    Ok((status, body))
+}
+
+/// Worker names whose wake-up count grew between `before` and `after`.
+fn woken(before: &[(String, u64)], after: &[(String, u64)]) -> Vec<String> {
+    after
+        .iter()
+        .filter(|(name, count)| {
+            before
+                .iter()
+                .find(|(other, _)| other == name)
+                .is_some_and(|(_, earlier)| count > earlier)
+        })
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
+#[test]
+fn two_workers_accept_on_one_port_and_both_serve() {
+    let runner = Runner::start(&[("SERVER_WORKERS", "2")]);
+    let before = runner.worker_wakeups();
+    assert_eq!(
+        before
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .collect::<Vec<_>>(),
+        ["http-worker-0", "http-worker-1"],
+        "{}",
+        runner.log_text()
+    );
+    // The kernel picks a listener per connection by its address hash: with 64 connections the
+    // odds that one listener gets them all are 2^-63.
+    let port = runner.port;
+    let answers: Vec<_> = (0..64)
+        .map(|_| std::thread::spawn(move || get(port, "/health")))
+        .collect();
+    for answer in answers {
+        let (status, body) = answer.join().unwrap().unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("\"status\""), "{body}");
+    }
+    let after = runner.worker_wakeups();
+    assert_eq!(woken(&before, &after).len(), 2, "{before:?} -> {after:?}");
+}
+
+#[test]
+fn one_worker_or_zero_serves_from_one_multi_threaded_runtime() {
+    for workers in ["0", "1"] {
+        let runner = Runner::start(&[("SERVER_WORKERS", workers)]);
+        assert!(
+            runner.worker_wakeups().is_empty(),
+            "SERVER_WORKERS={workers}"
+        );
+        assert_eq!(get(runner.port, "/health").unwrap().0, 200);
+    }
+}
+
+#[test]
+fn sigterm_drains_slow_requests_on_every_worker() {
+    let mut runner = Runner::start(&[("SERVER_WORKERS", "2"), ("SHUTDOWN_GRACE_SECS", "10")]);
+    let before = runner.worker_wakeups();
+    let port = runner.port;
+    // 16 connections: the odds that they all land on one worker are 2^-15.
+    let slow: Vec<_> = (0..16)
+        .map(|_| std::thread::spawn(move || get(port, "/guest/slow?ms=2000")))
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let after = runner.worker_wakeups();
+    assert_eq!(
+        woken(&before, &after).len(),
+        2,
+        "each worker holds some: {before:?} -> {after:?}"
+    );
+    let (code, log) = runner.terminate();
+    for answer in slow {
+        let (status, body) = answer.join().unwrap().unwrap();
+        assert_eq!((status, body.as_str()), (200, "done"), "{log}");
+    }
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("draining"), "{log}");
+    assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+}
+
+#[test]
+fn past_the_grace_period_the_workers_stop() {
+    let mut runner = Runner::start(&[("SERVER_WORKERS", "2"), ("SHUTDOWN_GRACE_SECS", "1")]);
+    let port = runner.port;
+    let slow: Vec<_> = (0..8)
+        .map(|_| std::thread::spawn(move || get(port, "/guest/slow?ms=30000")))
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    let (code, log) = runner.terminate();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "exited after {:?}: {log}",
+        started.elapsed()
+    );
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("grace period over"), "{log}");
+    for answer in slow {
+        assert!(answer.join().unwrap().is_err(), "{log}");
+    }
+}
+
+/// Runs a runner that is expected to refuse to start: its stderr once it exited with an
+/// error. One that is still running after 30 s (it started serving) fails the test.
+fn refused(mut command: Command) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("stderr");
+    let mut child = command
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the runner started serving: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(!status.success(), "{log}");
+    log
+}
+
+#[test]
+fn a_port_another_runner_listens_on_is_refused() {
+    let first = Runner::start(&[("SERVER_WORKERS", "2")]);
+    let dir = tempfile::tempdir().unwrap();
+    let log = refused(command(dir.path(), first.port, &[("SERVER_WORKERS", "2")]));
+    assert!(log.contains("cannot listen on"), "{log}");
+}
+
+#[test]
+fn server_workers_out_of_bounds_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    for bad in ["257", "-1", "many"] {
+        let log = refused(command(dir.path(), free_port(), &[("SERVER_WORKERS", bad)]));
+        assert!(log.contains("SERVER_WORKERS"), "{log}");
+        assert!(log.contains("up to 256"), "{log}");
+    }
+}
