@@ -69,21 +69,23 @@ fn terms(text: &str) -> Vec<String> {
     terms
 }
 
-/// Splits on sentence-ending punctuation followed by whitespace, and on blank lines.
+/// Splits on sentence-ending punctuation followed by whitespace, and on blank lines; runs of
+/// whitespace become one space.
 fn sentences(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     for paragraph in text.split("\n\n") {
-        let flat = paragraph.split_whitespace().collect::<Vec<_>>().join(" ");
-        let mut start = 0;
-        let mut chars = flat.char_indices().peekable();
-        while let Some((index, c)) = chars.next() {
-            let next_is_space = chars.peek().is_some_and(|&(_, n)| n == ' ');
-            if matches!(c, '.' | '!' | '?') && next_is_space {
-                out.push(flat[start..=index].trim().to_owned());
-                start = index + 1;
+        let mut sentence = String::new();
+        let mut words = paragraph.split_whitespace().peekable();
+        while let Some(word) = words.next() {
+            if !sentence.is_empty() {
+                sentence.push(' ');
+            }
+            sentence.push_str(word);
+            if word.ends_with(['.', '!', '?']) && words.peek().is_some() {
+                out.push(std::mem::take(&mut sentence));
             }
         }
-        out.push(flat[start..].trim().to_owned());
+        out.push(sentence);
     }
     out.retain(|s| s.chars().filter(|c| c.is_alphanumeric()).count() >= 3);
     out
@@ -221,6 +223,21 @@ mod tests {
         assert_eq!(
             sentences("One. Two! Three?\n\nFour v1.2 ok"),
             ["One.", "Two!", "Three?", "Four v1.2 ok"]
+        );
+        assert_eq!(
+            sentences("  Spaced \t out.\n  Next line?   End.\n\n\n\nAfter... gap.\u{a0}Yes ."),
+            [
+                "Spaced out.",
+                "Next line?",
+                "End.",
+                "After...",
+                "gap.",
+                "Yes ."
+            ]
+        );
+        assert_eq!(
+            sentences("Ab.Cd. x\n\n.\n\nEnds here."),
+            ["Ab.Cd.", "Ends here."]
         );
     }
 }
