@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::Resource;
 
 use crate::bindings::spin::sqlite::sqlite::{self, Error, QueryResult, RowResult, Value};
@@ -50,10 +51,18 @@ const MAX_IDLE_CONNECTIONS: usize = 16;
 /// Prepared statements each connection keeps; the components use a few dozen distinct ones.
 const STATEMENT_CACHE_CAPACITY: usize = 64;
 
+/// Connections that requests may hold at once per database, besides those opened by a request
+/// that already holds one. A burst of requests would otherwise open one connection each
+/// (300 chats arriving together opened 360, about 100 KiB of SQLite memory apiece, and as many
+/// blocking threads waiting on the write gate), although writers take turns and two cores run
+/// few readers at a time; past the bound a request waits for a connection to come back.
+pub const MAX_LEASED_CONNECTIONS: usize = 32;
+
 #[derive(Clone, Debug)]
 pub struct Sqlite {
     data_dir: Arc<PathBuf>,
     databases: Arc<Mutex<HashMap<PathBuf, Arc<Database>>>>,
+    max_leased: usize,
 }
 
 /// One database file as the runner shares it between requests: its write gate and the
@@ -72,6 +81,8 @@ struct Database {
     /// Held while a statement writes outside a transaction; see the module documentation.
     write_gate: Mutex<()>,
     idle: Mutex<Vec<Pooled>>,
+    /// Turns for [`MAX_LEASED_CONNECTIONS`]; waiters are served in arrival order.
+    leases: Arc<Semaphore>,
 }
 
 /// A connection with the flag its authorizer raises when a statement changes session state,
@@ -158,12 +169,13 @@ fn changes_session_state(action: &AuthAction<'_>) -> bool {
 }
 
 impl Database {
-    fn new(path: PathBuf) -> Self {
+    fn new(path: PathBuf, max_leased: usize) -> Self {
         Self {
             wal: wal_path(&path),
             path,
             write_gate: Mutex::new(()),
             idle: Mutex::new(Vec::new()),
+            leases: Arc::new(Semaphore::new(max_leased)),
         }
     }
 
@@ -240,12 +252,18 @@ fn configure_sqlite_once() {
 
 impl Sqlite {
     pub fn new(data_dir: &Path) -> anyhow::Result<Self> {
+        Self::with_lease_limit(data_dir, MAX_LEASED_CONNECTIONS)
+    }
+
+    /// As [`Sqlite::new`], with another bound on the connections leased at once per database.
+    pub fn with_lease_limit(data_dir: &Path, max_leased: usize) -> anyhow::Result<Self> {
         configure_sqlite_once();
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("cannot create DATA_DIR {}", data_dir.display()))?;
         Ok(Self {
             data_dir: Arc::new(data_dir.to_path_buf()),
             databases: Arc::default(),
+            max_leased: max_leased.max(1),
         })
     }
 
@@ -257,7 +275,7 @@ impl Sqlite {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         databases
             .entry(path.clone())
-            .or_insert_with(|| Arc::new(Database::new(path)))
+            .or_insert_with(|| Arc::new(Database::new(path, self.max_leased)))
             .clone()
     }
 
@@ -273,8 +291,23 @@ impl Sqlite {
 
     /// A connection to `database` for one request: an idle one if there is one, else a new one
     /// (opened on a blocking thread). It goes back when the last handle to the lease is dropped.
-    pub async fn lease(&self, database: &str) -> anyhow::Result<Lease> {
+    ///
+    /// `Turn::Wait` waits while [`MAX_LEASED_CONNECTIONS`] are leased. A request that already
+    /// holds a connection passes `Turn::Holder` and never waits: were it to wait for a turn
+    /// that only requests like it could give back, they would all wait on each other.
+    pub async fn lease(&self, database: &str, turn: Turn) -> anyhow::Result<Lease> {
         let database = self.database(database);
+        let permit = match turn {
+            Turn::Wait => Some(
+                database
+                    .leases
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .context("the database's connection turns are closed")?,
+            ),
+            Turn::Holder => None,
+        };
         let idle = database.idle().pop();
         let pooled = match idle {
             Some(pooled) => pooled,
@@ -283,7 +316,7 @@ impl Sqlite {
                 tokio::task::spawn_blocking(move || opening.open_pooled()).await??
             }
         };
-        Ok(Lease::new(pooled, database))
+        Ok(Lease::new(pooled, database, permit))
     }
 
     /// Connections kept idle for `database` (for tests and diagnostics).
@@ -292,16 +325,27 @@ impl Sqlite {
     }
 }
 
+/// Whether a request asking for a connection waits for a turn (see [`Sqlite::lease`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Turn {
+    /// The request holds no connection yet: it waits while the bound is reached.
+    Wait,
+    /// The request already holds a connection: it gets another at once.
+    Holder,
+}
+
 /// A pooled connection while one request holds it.
 pub struct Lease {
     pooled: Option<Pooled>,
     database: Arc<Database>,
     /// `total_changes` when the lease began: `changes` reads 0 until this request changes a row.
     total_changes_at_start: u64,
+    /// Given back (after the connection) when the lease ends.
+    _turn: Option<OwnedSemaphorePermit>,
 }
 
 impl Lease {
-    fn new(pooled: Pooled, database: Arc<Database>) -> Self {
+    fn new(pooled: Pooled, database: Arc<Database>, turn: Option<OwnedSemaphorePermit>) -> Self {
         // SAFETY: the handle is the live connection `pooled` owns, used on this thread only for
         // this call; setting the last rowid has no other effect.
         unsafe { rusqlite::ffi::sqlite3_set_last_insert_rowid(pooled.conn.handle(), 0) };
@@ -309,6 +353,7 @@ impl Lease {
             total_changes_at_start: pooled.conn.total_changes(),
             pooled: Some(pooled),
             database,
+            _turn: turn,
         }
     }
 
@@ -583,11 +628,17 @@ impl sqlite::HostConnection for RequestState {
         if !self.component.sqlite_databases.contains(&database) {
             return Ok(Err(Error::AccessDenied));
         }
-        match self.services.sqlite.lease(&database).await {
+        let turn = if self.sqlite_connections_held > 0 {
+            Turn::Holder
+        } else {
+            Turn::Wait
+        };
+        match self.services.sqlite.lease(&database, turn).await {
             Ok(lease) => {
                 let resource = self.table.push(Connection {
                     lease: Arc::new(Mutex::new(lease)),
                 })?;
+                self.sqlite_connections_held += 1;
                 Ok(Ok(resource))
             }
             Err(err) => {
@@ -627,6 +678,7 @@ impl sqlite::HostConnection for RequestState {
 
     async fn drop(&mut self, connection: Resource<Connection>) -> wasmtime::Result<()> {
         self.table.delete(connection)?;
+        self.sqlite_connections_held = self.sqlite_connections_held.saturating_sub(1);
         Ok(())
     }
 }
@@ -657,7 +709,7 @@ mod tests {
     }
 
     async fn with_table(sqlite: &Sqlite) {
-        let lease = sqlite.lease("default").await.unwrap();
+        let lease = sqlite.lease("default", Turn::Wait).await.unwrap();
         rows(
             &lease,
             "CREATE TABLE IF NOT EXISTS notes (id INTEGER PRIMARY KEY, body TEXT)",
@@ -678,7 +730,7 @@ mod tests {
     #[tokio::test]
     async fn a_statement_past_the_inline_budget_gives_way_and_finishes_on_a_blocking_thread() {
         let (_dir, sqlite) = sqlite();
-        let lease = sqlite.lease("default").await.unwrap();
+        let lease = sqlite.lease("default", Turn::Wait).await.unwrap();
         // Run to its end it would answer 20,000,000; stopped by the budget it gives way.
         let long = [SqlValue::Integer(20_000_000)];
         assert!(lease.try_run_inline(COUNT_TO, &long).is_none());
@@ -704,7 +756,7 @@ mod tests {
     async fn writes_that_would_wait_run_on_a_blocking_thread_and_wait() {
         let (dir, sqlite) = sqlite();
         with_table(&sqlite).await;
-        let lease = sqlite.lease("default").await.unwrap();
+        let lease = sqlite.lease("default", Turn::Wait).await.unwrap();
         let insert = "INSERT INTO notes (body) VALUES ('waited')";
 
         // Another writer of this process holds the write gate.
@@ -739,11 +791,11 @@ mod tests {
         let (_dir, sqlite) = sqlite();
         with_table(&sqlite).await;
         assert_eq!(sqlite.idle_connections("default"), 1);
-        let first = sqlite.lease("default").await.unwrap();
+        let first = sqlite.lease("default", Turn::Wait).await.unwrap();
         let handle = unsafe { first.connection().handle() } as usize;
         assert_eq!(sqlite.idle_connections("default"), 0);
         drop(first);
-        let second = sqlite.lease("default").await.unwrap();
+        let second = sqlite.lease("default", Turn::Wait).await.unwrap();
         assert_eq!(unsafe { second.connection().handle() } as usize, handle);
     }
 
@@ -751,12 +803,12 @@ mod tests {
     async fn a_transaction_left_open_is_rolled_back_before_reuse() {
         let (_dir, sqlite) = sqlite();
         with_table(&sqlite).await;
-        let lease = sqlite.lease("default").await.unwrap();
+        let lease = sqlite.lease("default", Turn::Wait).await.unwrap();
         rows(&lease, "BEGIN").unwrap();
         rows(&lease, "INSERT INTO notes (body) VALUES ('not committed')").unwrap();
         drop(lease);
         assert_eq!(sqlite.idle_connections("default"), 1);
-        let next = sqlite.lease("default").await.unwrap();
+        let next = sqlite.lease("default", Turn::Wait).await.unwrap();
         assert!(next.connection().is_autocommit());
         assert_eq!(integer(&next, "SELECT count(*) FROM notes"), 0);
     }
@@ -772,7 +824,7 @@ mod tests {
             "PRAGMA foreign_keys = OFF".to_string(),
             "PRAGMA query_only = ON".to_string(),
         ] {
-            let lease = sqlite.lease("default").await.unwrap();
+            let lease = sqlite.lease("default", Turn::Wait).await.unwrap();
             rows(&lease, &changes_state).unwrap();
             drop(lease);
             assert_eq!(
@@ -780,7 +832,7 @@ mod tests {
                 0,
                 "kept after {changes_state}"
             );
-            let fresh = sqlite.lease("default").await.unwrap();
+            let fresh = sqlite.lease("default", Turn::Wait).await.unwrap();
             assert!(rows(&fresh, "SELECT * FROM temp.scratch").is_err());
             assert_eq!(
                 integer(&fresh, "SELECT count(*) FROM pragma_database_list"),
@@ -825,7 +877,7 @@ mod tests {
     async fn the_last_rowid_and_changes_of_an_earlier_request_do_not_show() {
         let (_dir, sqlite) = sqlite();
         with_table(&sqlite).await;
-        let lease = sqlite.lease("default").await.unwrap();
+        let lease = sqlite.lease("default", Turn::Wait).await.unwrap();
         rows(
             &lease,
             "INSERT INTO notes (body) VALUES ('someone else''s')",
@@ -834,7 +886,7 @@ mod tests {
         assert_eq!(lease.connection().last_insert_rowid(), 1);
         assert_eq!(lease.changes(), 1);
         drop(lease);
-        let next = sqlite.lease("default").await.unwrap();
+        let next = sqlite.lease("default", Turn::Wait).await.unwrap();
         assert_eq!(next.connection().last_insert_rowid(), 0);
         assert_eq!(next.changes(), 0);
         rows(&next, "UPDATE notes SET body = 'mine' WHERE id = 1").unwrap();
@@ -848,9 +900,42 @@ mod tests {
         with_table(&sqlite).await;
         let mut leases = Vec::new();
         for _ in 0..MAX_IDLE_CONNECTIONS + 5 {
-            leases.push(sqlite.lease("default").await.unwrap());
+            leases.push(sqlite.lease("default", Turn::Wait).await.unwrap());
         }
         drop(leases);
         assert_eq!(sqlite.idle_connections("default"), MAX_IDLE_CONNECTIONS);
+    }
+
+    #[tokio::test]
+    async fn past_the_bound_a_request_waits_for_a_connection_unless_it_holds_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let sqlite = Sqlite::with_lease_limit(dir.path(), 2).unwrap();
+        let first = sqlite.lease("default", Turn::Wait).await.unwrap();
+        let _second = sqlite.lease("default", Turn::Wait).await.unwrap();
+        let waiting = tokio::spawn({
+            let sqlite = sqlite.clone();
+            async move { sqlite.lease("default", Turn::Wait).await.map(drop) }
+        });
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !waiting.is_finished(),
+            "a third request got a connection past the bound of 2"
+        );
+        // A request that holds one gets another at once, or requests holding one each and
+        // wanting a second would wait on each other for ever.
+        let holder = tokio::time::timeout(
+            Duration::from_secs(5),
+            sqlite.lease("default", Turn::Holder),
+        )
+        .await
+        .expect("a request holding a connection waited for another");
+        holder.unwrap();
+        drop(first);
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("a connection given back did not reach the request waiting for it")
+            .unwrap()
+            .unwrap();
     }
 }

@@ -38,6 +38,8 @@ pub struct RequestState {
     pub services: Services,
     pub limits: GuestLimits,
     pub table: ResourceTable,
+    /// SQLite connections the guest holds open (see [`crate::sqlite::Turn`]).
+    pub sqlite_connections_held: usize,
     wasi: WasiCtx,
     http: WasiHttpCtx,
     hooks: OutboundHttp,
@@ -65,6 +67,7 @@ impl RequestState {
                     .build(),
             ),
             table: ResourceTable::new(),
+            sqlite_connections_held: 0,
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
             hooks,
