@@ -857,13 +857,13 @@ mod tests {
                  INSERT INTO docs (body) VALUES ('the zero moment point');",
             )
             .unwrap();
-        let lease = sqlite.lease("default").await.unwrap();
+        let lease = sqlite.lease("default", Turn::Wait).await.unwrap();
         let handle = unsafe { lease.connection().handle() } as usize;
         let found = rows(&lease, "SELECT rowid FROM docs WHERE docs MATCH 'moment'").unwrap();
         assert_eq!(found.len(), 1);
         drop(lease);
         assert_eq!(sqlite.idle_connections("default"), 1);
-        let next = sqlite.lease("default").await.unwrap();
+        let next = sqlite.lease("default", Turn::Wait).await.unwrap();
         assert_eq!(unsafe { next.connection().handle() } as usize, handle);
         // Another connection's write still shows: FTS5 checks the data version per query.
         writer
