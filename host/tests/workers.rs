@@ -6,9 +6,10 @@ mod support;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use support::runner::Runner;
 use support::{free_port, workspace};
 
 /// The health component and the test guest (`/guest/slow?ms=N` answers after N ms).
@@ -57,93 +58,47 @@ fn command(dir: &Path, port: u16, env: &[(&str, &str)]) -> Command {
     command
 }
 
-struct Runner {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
+/// `host serve` (support's runner) on the manifest above with `env` on top.
+async fn start(dir: &Path, env: &[(&str, &str)]) -> Runner {
+    let manifest = write_manifest(dir);
+    let mut env = env.to_vec();
+    env.push(("SPIN_MANIFEST", manifest.to_str().unwrap()));
+    Runner::start_with_env(dir, &[], &env).await
 }
 
-impl Runner {
-    fn start(env: &[(&str, &str)]) -> Runner {
-        let dir = tempfile::tempdir().unwrap();
-        Self::start_on(free_port(), dir, env)
-    }
-
-    fn start_on(port: u16, dir: tempfile::TempDir, env: &[(&str, &str)]) -> Runner {
-        let log = dir.path().join("runner.log");
-        let child = command(dir.path(), port, env)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut runner = Runner {
-            child,
-            port,
-            log,
-            _dir: dir,
+/// Voluntary context switches of each `http-worker-*` thread of `runner`, by thread name: a
+/// worker that parks with nothing to do and is woken for a connection counts one more.
+fn worker_wakeups(runner: &Runner) -> Vec<(String, u64)> {
+    let tasks = format!("/proc/{}/task", runner.child.id());
+    let mut workers = Vec::new();
+    for task in std::fs::read_dir(tasks).unwrap() {
+        let task = task.unwrap().path();
+        let Ok(name) = std::fs::read_to_string(task.join("comm")) else {
+            continue;
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if get(port, "/health").is_ok_and(|(status, _)| status == 200) {
-                return runner;
-            }
-            if let Some(status) = runner.child.try_wait().unwrap() {
-                panic!("the runner exited with {status}: {}", runner.log_text());
-            }
-            std::thread::sleep(Duration::from_millis(100));
+        let name = name.trim().to_owned();
+        if !name.starts_with("http-worker-") {
+            continue;
         }
-        panic!("the runner did not become ready: {}", runner.log_text());
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Voluntary context switches of each `http-worker-*` thread, by thread name: a worker
-    /// that parks with nothing to do and is woken for a connection counts one more.
-    fn worker_wakeups(&self) -> Vec<(String, u64)> {
-        let tasks = format!("/proc/{}/task", self.child.id());
-        let mut workers = Vec::new();
-        for task in std::fs::read_dir(tasks).unwrap() {
-            let task = task.unwrap().path();
-            let Ok(name) = std::fs::read_to_string(task.join("comm")) else {
-                continue;
-            };
-            let name = name.trim().to_owned();
-            if !name.starts_with("http-worker-") {
-                continue;
-            }
-            let status = std::fs::read_to_string(task.join("status")).unwrap();
-            let switches = status
-                .lines()
-                .find_map(|line| line.strip_prefix("voluntary_ctxt_switches:"))
-                .unwrap()
-                .trim()
-                .parse()
-                .unwrap();
-            workers.push((name, switches));
-        }
-        workers.sort();
-        workers
-    }
-
-    fn terminate(&mut self) -> (i32, String) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
+        let status = std::fs::read_to_string(task.join("status")).unwrap();
+        let switches = status
+            .lines()
+            .find_map(|line| line.strip_prefix("voluntary_ctxt_switches:"))
+            .unwrap()
+            .trim()
+            .parse()
             .unwrap();
-        assert!(status.success());
-        let status = self.child.wait().unwrap();
-        (status.code().unwrap_or(-1), self.log_text())
+        workers.push((name, switches));
     }
+    workers.sort();
+    workers
 }
 
-impl Drop for Runner {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// SIGTERM, then the exit code and the log once the runner has stopped.
+fn terminate(runner: &mut Runner) -> (i32, String) {
+    runner.terminate();
+    let status = runner.child.wait().unwrap();
+    (status.code().unwrap_or(-1), runner.log_text())
 }
 
 /// One HTTP/1.0 GET (so the body is neither chunked nor kept alive) on a connection of its
@@ -180,10 +135,11 @@ fn woken(before: &[(String, u64)], after: &[(String, u64)]) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn two_workers_accept_on_one_port_and_both_serve() {
-    let runner = Runner::start(&[("SERVER_WORKERS", "2")]);
-    let before = runner.worker_wakeups();
+#[tokio::test(flavor = "multi_thread")]
+async fn two_workers_accept_on_one_port_and_both_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let runner = start(dir.path(), &[("SERVER_WORKERS", "2")]).await;
+    let before = worker_wakeups(&runner);
     assert_eq!(
         before
             .iter()
@@ -204,39 +160,45 @@ fn two_workers_accept_on_one_port_and_both_serve() {
         assert_eq!(status, 200, "{body}");
         assert!(body.contains("\"status\""), "{body}");
     }
-    let after = runner.worker_wakeups();
+    let after = worker_wakeups(&runner);
     assert_eq!(woken(&before, &after).len(), 2, "{before:?} -> {after:?}");
 }
 
-#[test]
-fn one_worker_or_zero_serves_from_one_multi_threaded_runtime() {
+#[tokio::test(flavor = "multi_thread")]
+async fn one_worker_or_zero_serves_from_one_multi_threaded_runtime() {
     for workers in ["0", "1"] {
-        let runner = Runner::start(&[("SERVER_WORKERS", workers)]);
+        let dir = tempfile::tempdir().unwrap();
+        let runner = start(dir.path(), &[("SERVER_WORKERS", workers)]).await;
         assert!(
-            runner.worker_wakeups().is_empty(),
+            worker_wakeups(&runner).is_empty(),
             "SERVER_WORKERS={workers}"
         );
         assert_eq!(get(runner.port, "/health").unwrap().0, 200);
     }
 }
 
-#[test]
-fn sigterm_drains_slow_requests_on_every_worker() {
-    let mut runner = Runner::start(&[("SERVER_WORKERS", "2"), ("SHUTDOWN_GRACE_SECS", "10")]);
-    let before = runner.worker_wakeups();
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_drains_slow_requests_on_every_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut runner = start(
+        dir.path(),
+        &[("SERVER_WORKERS", "2"), ("SHUTDOWN_GRACE_SECS", "10")],
+    )
+    .await;
+    let before = worker_wakeups(&runner);
     let port = runner.port;
     // 16 connections: the odds that they all land on one worker are 2^-15.
     let slow: Vec<_> = (0..16)
         .map(|_| std::thread::spawn(move || get(port, "/guest/slow?ms=2000")))
         .collect();
     std::thread::sleep(Duration::from_millis(500));
-    let after = runner.worker_wakeups();
+    let after = worker_wakeups(&runner);
     assert_eq!(
         woken(&before, &after).len(),
         2,
         "each worker holds some: {before:?} -> {after:?}"
     );
-    let (code, log) = runner.terminate();
+    let (code, log) = terminate(&mut runner);
     for answer in slow {
         let (status, body) = answer.join().unwrap().unwrap();
         assert_eq!((status, body.as_str()), (200, "done"), "{log}");
@@ -246,16 +208,21 @@ fn sigterm_drains_slow_requests_on_every_worker() {
     assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
 }
 
-#[test]
-fn past_the_grace_period_the_workers_stop() {
-    let mut runner = Runner::start(&[("SERVER_WORKERS", "2"), ("SHUTDOWN_GRACE_SECS", "1")]);
+#[tokio::test(flavor = "multi_thread")]
+async fn past_the_grace_period_the_workers_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut runner = start(
+        dir.path(),
+        &[("SERVER_WORKERS", "2"), ("SHUTDOWN_GRACE_SECS", "1")],
+    )
+    .await;
     let port = runner.port;
     let slow: Vec<_> = (0..8)
         .map(|_| std::thread::spawn(move || get(port, "/guest/slow?ms=30000")))
         .collect();
     std::thread::sleep(Duration::from_millis(500));
     let started = Instant::now();
-    let (code, log) = runner.terminate();
+    let (code, log) = terminate(&mut runner);
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "exited after {:?}: {log}",
@@ -298,9 +265,10 @@ fn refused(mut command: Command) -> String {
     log
 }
 
-#[test]
-fn a_port_another_runner_listens_on_is_refused() {
-    let first = Runner::start(&[("SERVER_WORKERS", "2")]);
+#[tokio::test(flavor = "multi_thread")]
+async fn a_port_another_runner_listens_on_is_refused() {
+    let first_dir = tempfile::tempdir().unwrap();
+    let first = start(first_dir.path(), &[("SERVER_WORKERS", "2")]).await;
     let dir = tempfile::tempdir().unwrap();
     let log = refused(command(dir.path(), first.port, &[("SERVER_WORKERS", "2")]));
     assert!(log.contains("cannot listen on"), "{log}");
