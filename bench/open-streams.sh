@@ -21,5 +21,5 @@ PORT=$(free_port)
 start_runner "$PORT" "$TMP/data" $(doubles_env) MAX_CONCURRENT_REQUESTS=1100 ${RUNNER_ENV:-}
 machine
 "$CLIENT" hold --url "http://127.0.0.1:$PORT/chat" --pid "$RUNNER_PID" --steps "$STEPS" --query "How does a humanoid robot keep its balance?" |
-    awk '{printf "%5d open streams: runner RSS %7d KiB = %6.1f MiB (file-backed %6.1f MiB), PSS %6.1f MiB\n", $2, $4, $4 / 1024, $6 / 1024, $8 / 1024; n = $2; last = $4}
+    awk '{printf "%5d open streams: runner RSS %7d KiB = %6.1f MiB (file-backed %6.1f MiB), PSS %6.1f MiB, %d threads\n", $2, $4, $4 / 1024, $6 / 1024, $8 / 1024, $10; n = $2; last = $4}
          END {if (n >= 1000) printf "goal: 1,000 streams in <= 64 MiB: %s\n", (last / 1024 <= 64 ? "met" : "not met")}'

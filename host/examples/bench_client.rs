@@ -378,6 +378,19 @@ fn rss_kib(pid: u32) -> u64 {
     proc_kib(pid, "status", "VmRSS:")
 }
 
+/// The process's thread count (`Threads:` in `/proc/PID/status`).
+fn threads(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 /// A `kB` field of `/proc/PID/<file>`, summed over the process and its children.
 fn proc_kib(pid: u32, file: &str, field: &str) -> u64 {
     let own = std::fs::read_to_string(format!("/proc/{pid}/{file}"))
@@ -463,11 +476,12 @@ async fn hold(url: &str, pid: u32, steps: &[usize], query: &str) -> Result<()> {
         // RSS counts a file page once per mapping: every instance maps its component's data
         // image, so the same page-cache pages count once per open stream. PSS shares them out.
         println!(
-            "streams {} rss_kib {} file_kib {} pss_kib {}",
+            "streams {} rss_kib {} file_kib {} pss_kib {} threads {}",
             open.len(),
             rss_kib(pid),
             proc_kib(pid, "status", "RssFile:"),
-            proc_kib(pid, "smaps_rollup", "Pss:")
+            proc_kib(pid, "smaps_rollup", "Pss:"),
+            threads(pid)
         );
     }
     for task in open {
