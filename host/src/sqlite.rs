@@ -17,10 +17,17 @@
 //! `database_unavailable` after 5 s this way); a statement that writes outside a transaction
 //! (and the checkpoint after it) therefore first takes the database's in-process write gate,
 //! where waiters sleep until woken, and meets SQLite's lock only when another process writes.
+//! A writer on an async worker that finds the gate held tries again for up to [`GATE_SPIN`]
+//! (yielding its core meanwhile) before it hands the statement to a blocking thread: under
+//! keyless chat load a quarter of the writes found the gate held by the other worker's
+//! statement, which is released within tens of microseconds, and the thread hand-off cost more
+//! CPU than the wait. An async mutex was measured too: its hand-off to a parked task, whose
+//! thread must first be scheduled, queued writers behind one another and cut requests/s by a
+//! quarter.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -80,6 +87,8 @@ struct Database {
     wal: PathBuf,
     /// Held while a statement writes outside a transaction; see the module documentation.
     write_gate: Mutex<()>,
+    /// Statements that could not finish on an async worker and ran on a blocking thread.
+    statements_on_blocking_threads: AtomicU64,
     idle: Mutex<Vec<Pooled>>,
     /// Turns for [`MAX_LEASED_CONNECTIONS`]; waiters are served in arrival order.
     leases: Arc<Semaphore>,
@@ -95,6 +104,10 @@ struct Pooled {
 
 /// How long a statement may run on an async worker thread (see [`Lease::try_run_inline`]).
 const INLINE_BUDGET: Duration = Duration::from_millis(2);
+
+/// How long a writer on an async worker keeps trying for a held write gate (see the module
+/// documentation).
+const GATE_SPIN: Duration = Duration::from_micros(200);
 
 /// SQLite's progress handler is called every this many virtual-machine instructions.
 const PROGRESS_INTERVAL_OPS: std::ffi::c_int = 1000;
@@ -174,8 +187,33 @@ impl Database {
             wal: wal_path(&path),
             path,
             write_gate: Mutex::new(()),
+            statements_on_blocking_threads: AtomicU64::new(0),
             idle: Mutex::new(Vec::new()),
             leases: Arc::new(Semaphore::new(max_leased)),
+        }
+    }
+
+    fn write_gate(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.write_gate
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The write gate if it is free now or comes free within `patience`; the core is yielded
+    /// between tries, so a holder waiting for it runs.
+    fn try_write_gate_within(&self, patience: Duration) -> Option<std::sync::MutexGuard<'_, ()>> {
+        let started = std::time::Instant::now();
+        loop {
+            match self.write_gate.try_lock() {
+                Ok(turn) => return Some(turn),
+                Err(std::sync::TryLockError::Poisoned(poisoned)) => {
+                    return Some(poisoned.into_inner())
+                }
+                Err(std::sync::TryLockError::WouldBlock) if started.elapsed() < patience => {
+                    std::thread::yield_now()
+                }
+                Err(std::sync::TryLockError::WouldBlock) => return None,
+            }
         }
     }
 
@@ -323,6 +361,13 @@ impl Sqlite {
     pub fn idle_connections(&self, database: &str) -> usize {
         self.database(database).idle().len()
     }
+
+    /// Statements on `database` that ran on a blocking thread (for tests and diagnostics).
+    pub fn statements_on_blocking_threads(&self, database: &str) -> u64 {
+        self.database(database)
+            .statements_on_blocking_threads
+            .load(Ordering::Relaxed)
+    }
 }
 
 /// Whether a request asking for a connection waits for a turn (see [`Sqlite::lease`]).
@@ -377,10 +422,26 @@ impl Lease {
             .expect("a lease holds its connection until dropped")
     }
 
+    /// What running `statement` now involves: whether it writes outside a transaction (and so
+    /// needs the write gate) and whether it may run on an async worker at all.
+    fn plan(&self, statement: &str) -> Result<Plan, Error> {
+        let conn = &self.pooled().conn;
+        let writes = !conn.prepare_cached(statement).map_err(io_error)?.readonly();
+        let in_transaction = !conn.is_autocommit();
+        Ok(Plan {
+            needs_gate: writes && !in_transaction,
+            inline: !in_transaction,
+            // A COMMIT reads as read-only to SQLite, yet ends a transaction that wrote.
+            may_grow_wal: writes || in_transaction,
+        })
+    }
+
     /// Runs a statement on the calling async worker if it can finish at once: outside a
-    /// transaction, without waiting for a lock, within [`INLINE_BUDGET`]. Handing every
-    /// statement to a blocking thread cost about 1 ms of CPU per keyless chat in thread
-    /// wake-ups (bench/keyless-chat.sh), more than the statements themselves.
+    /// transaction, without waiting for SQLite's lock, within [`INLINE_BUDGET`], and, for a
+    /// writer, with the write gate free within [`GATE_SPIN`]. Handing every statement to a
+    /// blocking thread cost
+    /// about 1 ms of CPU per keyless chat in thread wake-ups (bench/keyless-chat.sh), more than
+    /// the statements themselves.
     ///
     /// `None` means it did nothing and must run with [`Lease::run_waiting`]: a statement stopped
     /// by `SQLITE_BUSY` or by the budget outside a transaction is rolled back as a whole, so it
@@ -390,21 +451,14 @@ impl Lease {
         &self,
         statement: &str,
         parameters: &[SqlValue],
+        plan: Plan,
     ) -> Option<Result<QueryResult, Error>> {
         let Pooled { conn, budget, .. } = self.pooled();
-        if !conn.is_autocommit() {
+        if !plan.inline {
             return None;
         }
-        let writes = match conn.prepare_cached(statement) {
-            Ok(stmt) => !stmt.readonly(),
-            Err(err) => return Some(Err(io_error(err))),
-        };
-        let _turn = if writes {
-            match self.database.write_gate.try_lock() {
-                Ok(turn) => Some(turn),
-                Err(std::sync::TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
-                Err(std::sync::TryLockError::WouldBlock) => return None,
-            }
+        let _turn = if plan.needs_gate {
+            Some(self.database.try_write_gate_within(GATE_SPIN)?)
         } else {
             None
         };
@@ -423,22 +477,18 @@ impl Lease {
     }
 
     /// Runs a statement on a blocking thread, waiting for locks as long as the busy timeout
-    /// allows. A statement that writes outside a transaction holds the write gate throughout;
-    /// inside a transaction the connection may already hold SQLite's write lock, and waiting on
-    /// the gate then could wait on itself.
+    /// allows. A statement that writes outside a transaction holds the write gate throughout
+    /// (`turn`, or taken here); inside a transaction the connection may already hold SQLite's
+    /// write lock, and waiting on the gate then could wait on itself.
     fn run_waiting(&self, statement: &str, parameters: &[SqlValue]) -> Result<QueryResult, Error> {
-        let conn = &self.pooled().conn;
-        let writes = conn
-            .prepare_cached(statement)
-            .map(|stmt| !stmt.readonly())
-            .unwrap_or(false);
-        let _turn = (writes && conn.is_autocommit()).then(|| {
-            self.database
-                .write_gate
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-        });
-        run(conn, statement, parameters).map_err(io_error)
+        self.database
+            .statements_on_blocking_threads
+            .fetch_add(1, Ordering::Relaxed);
+        let _turn = self
+            .plan(statement)?
+            .needs_gate
+            .then(|| self.database.write_gate());
+        run(&self.pooled().conn, statement, parameters).map_err(io_error)
     }
 
     fn wal_needs_bounding(&self) -> bool {
@@ -450,11 +500,7 @@ impl Lease {
     /// Bounds the WAL (see the module documentation), holding the write gate so that no writer
     /// of this process waits in SQLite's busy handler meanwhile.
     fn bound_wal(&self) {
-        let _turn = self
-            .database
-            .write_gate
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _turn = self.database.write_gate();
         if let Err(err) = bound_wal(&self.pooled().conn, &self.database.wal) {
             tracing::warn!(wal = %self.database.wal.display(), "WAL checkpoint failed: {err}");
         }
@@ -470,8 +516,17 @@ fn gave_way(err: &rusqlite::Error) -> bool {
     )
 }
 
+/// See [`Lease::plan`].
+#[derive(Clone, Copy, Debug)]
+struct Plan {
+    needs_gate: bool,
+    inline: bool,
+    may_grow_wal: bool,
+}
+
 /// Runs one guest statement: on the async worker when it can finish at once, else on a
-/// blocking thread; then bounds the WAL, on a blocking thread, when it has grown too large.
+/// blocking thread; then, after a write, bounds the WAL on a blocking thread when it has grown
+/// too large.
 async fn execute(
     lease: Arc<Mutex<Lease>>,
     statement: String,
@@ -481,8 +536,11 @@ async fn execute(
         lease.lock().map_err(|_| Error::InvalidConnection)
     }
     let parameters: Vec<SqlValue> = parameters.into_iter().map(to_sql).collect();
-    let inline = match lock(&lease) {
-        Ok(held) => held.try_run_inline(&statement, &parameters),
+    let (plan, inline) = match lock(&lease).and_then(|held| {
+        let plan = held.plan(&statement)?;
+        Ok((plan, held.try_run_inline(&statement, &parameters, plan)))
+    }) {
+        Ok(tried) => tried,
         Err(err) => return Ok(Err(err)),
     };
     let result = match inline {
@@ -493,7 +551,7 @@ async fn execute(
                 .await?
         }
     };
-    if lock(&lease).is_ok_and(|held| held.wal_needs_bounding()) {
+    if plan.may_grow_wal && lock(&lease).is_ok_and(|held| held.wal_needs_bounding()) {
         tokio::task::spawn_blocking(move || {
             if let Ok(held) = lock(&lease) {
                 held.bound_wal();
@@ -687,8 +745,9 @@ impl sqlite::HostConnection for RequestState {
 mod tests {
     use super::*;
 
+    /// Runs a statement directly, as no guest can: for setting up and inspecting.
     fn rows(lease: &Lease, statement: &str) -> Result<Vec<Vec<Value>>, Error> {
-        let result = lease.run_waiting(statement, &[])?;
+        let result = run(lease.connection(), statement, &[]).map_err(io_error)?;
         Ok(result.rows.into_iter().map(|row| row.values).collect())
     }
 
@@ -717,6 +776,16 @@ mod tests {
         .unwrap();
     }
 
+    /// [`Lease::try_run_inline`] as [`execute`] calls it.
+    fn inline(
+        lease: &Lease,
+        statement: &str,
+        parameters: &[SqlValue],
+    ) -> Option<Result<QueryResult, Error>> {
+        let plan = lease.plan(statement).unwrap();
+        lease.try_run_inline(statement, parameters, plan)
+    }
+
     async fn guest_statement(lease: &Arc<Mutex<Lease>>, statement: &str) -> QueryResult {
         execute(lease.clone(), statement.to_string(), Vec::new())
             .await
@@ -733,9 +802,9 @@ mod tests {
         let lease = sqlite.lease("default", Turn::Wait).await.unwrap();
         // Run to its end it would answer 20,000,000; stopped by the budget it gives way.
         let long = [SqlValue::Integer(20_000_000)];
-        assert!(lease.try_run_inline(COUNT_TO, &long).is_none());
+        assert!(inline(&lease, COUNT_TO, &long).is_none());
         let quick = [SqlValue::Integer(10)];
-        let answered = lease.try_run_inline(COUNT_TO, &quick).unwrap().unwrap();
+        let answered = inline(&lease, COUNT_TO, &quick).unwrap().unwrap();
         assert!(matches!(answered.rows[0].values[..], [Value::Integer(10)]));
         let lease = Arc::new(Mutex::new(lease));
         let counted = execute(
@@ -750,25 +819,61 @@ mod tests {
             counted.rows[0].values[..],
             [Value::Integer(2_000_000)]
         ));
+        assert_eq!(sqlite.statements_on_blocking_threads("default"), 1);
     }
 
     #[tokio::test]
-    async fn writes_that_would_wait_run_on_a_blocking_thread_and_wait() {
+    async fn a_write_finding_the_gate_held_retries_then_waits_on_a_blocking_thread() {
+        let (_dir, sqlite) = sqlite();
+        with_table(&sqlite).await;
+        let lease = sqlite.lease("default", Turn::Wait).await.unwrap();
+        let insert = "INSERT INTO notes (body) VALUES ('waited')";
+        let database = sqlite.database("default");
+
+        // Released by its holder soon: taken.
+        let (taken, released) = (Arc::new(std::sync::Barrier::new(2)), Duration::from_millis(5));
+        let holder = std::thread::spawn({
+            let (database, taken) = (database.clone(), taken.clone());
+            move || {
+                let _turn = database.write_gate();
+                taken.wait();
+                std::thread::sleep(released);
+            }
+        });
+        taken.wait();
+        assert!(database.write_gate.try_lock().is_err());
+        assert!(database.try_write_gate_within(Duration::from_secs(5)).is_some());
+        holder.join().unwrap();
+
+        // Held past the patience of a statement on an async worker: it waits on a blocking
+        // thread instead, and runs once the gate is free.
+        let turn = database.write_gate();
+        assert!(inline(&lease, insert, &[]).is_none());
+        assert_eq!(integer(&lease, "SELECT count(*) FROM notes"), 0);
+        let lease = Arc::new(Mutex::new(lease));
+        let writer = tokio::spawn({
+            let lease = lease.clone();
+            async move { guest_statement(&lease, insert).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!writer.is_finished(), "the write went ahead of the gate");
+        drop(turn);
+        writer.await.unwrap();
+        assert_eq!(integer(&lease.lock().unwrap(), "SELECT count(*) FROM notes"), 1);
+        assert_eq!(sqlite.statements_on_blocking_threads("default"), 1);
+    }
+
+    #[tokio::test]
+    async fn writes_that_would_wait_for_sqlite_run_on_a_blocking_thread_and_wait() {
         let (dir, sqlite) = sqlite();
         with_table(&sqlite).await;
         let lease = sqlite.lease("default", Turn::Wait).await.unwrap();
         let insert = "INSERT INTO notes (body) VALUES ('waited')";
 
-        // Another writer of this process holds the write gate.
-        let gate = sqlite.database("default");
-        let turn = gate.write_gate.lock().unwrap();
-        assert!(lease.try_run_inline(insert, &[]).is_none());
-        drop(turn);
-
         // Another process holds SQLite's write lock for a while.
         let other = open_file(&dir.path().join("default.db")).unwrap();
         other.execute_batch("BEGIN IMMEDIATE").unwrap();
-        assert!(lease.try_run_inline(insert, &[]).is_none());
+        assert!(inline(&lease, insert, &[]).is_none());
         let lease = Arc::new(Mutex::new(lease));
         let committer = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(200));
@@ -779,11 +884,13 @@ mod tests {
 
         // Inside a transaction nothing runs inline: an interrupted write would undo it all.
         guest_statement(&lease, "BEGIN").await;
-        assert!(lease.lock().unwrap().try_run_inline(insert, &[]).is_none());
+        assert!(inline(&lease.lock().unwrap(), insert, &[]).is_none());
         guest_statement(&lease, insert).await;
         guest_statement(&lease, "COMMIT").await;
         let count = guest_statement(&lease, "SELECT count(*) FROM notes").await;
         assert!(matches!(count.rows[0].values[..], [Value::Integer(2)]));
+        // The write that waited for the other process, BEGIN's insert and COMMIT.
+        assert_eq!(sqlite.statements_on_blocking_threads("default"), 3);
     }
 
     #[tokio::test]
