@@ -1,7 +1,12 @@
 //! Outbound `wasi:http`: each component may reach only its `allowed_outbound_hosts`, and every
-//! request goes through shared keep-alive clients (hyper-util pool, rustls), so a chat does
-//! not pay a TCP and TLS handshake to each upstream every time. A destination allowed only
-//! by a wildcard must resolve to a public address (see [`crate::outbound_address`]).
+//! request goes through keep-alive clients (hyper-util pool, rustls), so a chat does not pay a
+//! TCP and TLS handshake to each upstream every time. A destination allowed only by a wildcard
+//! must resolve to a public address (see [`crate::outbound_address`]).
+//!
+//! Each thread has its own pools. A pooled connection is driven by a task on the runtime that
+//! opened it; with one runtime per server worker (`crate::server`), a connection shared
+//! between workers made every upstream call of a request on the other worker wake that thread
+//! to write and again to read: four thread hand-offs per call.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -11,6 +16,7 @@ use anyhow::{bail, Context, Result};
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use thread_local::ThreadLocal;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
 use crate::outbound_address::{
@@ -181,11 +187,33 @@ type Connector = hyper_rustls::HttpsConnector<HttpConnector<VettingResolver>>;
 /// may be private and those that must be public never share a pooled connection.
 #[derive(Clone)]
 pub struct OutboundClient {
+    pools: Arc<ThreadLocal<Pools>>,
+    overrides: Arc<AddressOverrides>,
+    connect_timeout: Duration,
+    first_byte_timeout: Duration,
+}
+
+/// One thread's clients.
+struct Pools {
     /// For hosts named in the allow-list, and for requests the host itself builds.
     named: Client<Connector, WasiBody>,
     /// For hosts allowed only by a wildcard: public addresses only.
     public_only: Client<Connector, WasiBody>,
-    first_byte_timeout: Duration,
+}
+
+impl Pools {
+    fn new(overrides: &Arc<AddressOverrides>, connect_timeout: Duration) -> Result<Self> {
+        let client = |public_only| {
+            build_client(
+                VettingResolver::new(overrides.clone(), public_only),
+                connect_timeout,
+            )
+        };
+        Ok(Self {
+            named: client(false)?,
+            public_only: client(true)?,
+        })
+    }
 }
 
 impl OutboundClient {
@@ -203,17 +231,22 @@ impl OutboundClient {
         overrides: AddressOverrides,
     ) -> Result<Self> {
         let overrides = Arc::new(overrides);
-        let client = |public_only| {
-            build_client(
-                VettingResolver::new(overrides.clone(), public_only),
-                connect_timeout,
-            )
-        };
+        // Built once here so that a configuration error shows at startup, not at a request.
+        let pools = ThreadLocal::new();
+        pools.get_or_try(|| Pools::new(&overrides, connect_timeout))?;
         Ok(Self {
-            named: client(false)?,
-            public_only: client(true)?,
+            pools: Arc::new(pools),
+            overrides,
+            connect_timeout,
             first_byte_timeout,
         })
+    }
+
+    /// The calling thread's clients.
+    fn pools(&self) -> Result<&Pools, HttpError> {
+        self.pools
+            .get_or_try(|| Pools::new(&self.overrides, self.connect_timeout))
+            .map_err(|err| HttpError::InternalError(Some(format!("{err:#}"))))
     }
 
     /// Sends a request built by the host itself (ingestion, readiness), not by a guest.
@@ -222,7 +255,7 @@ impl OutboundClient {
         request: http::Request<WasiBody>,
         timeout: Duration,
     ) -> Result<http::Response<WasiBody>, HttpError> {
-        send_on(&self.named, request, timeout).await
+        send_on(&self.pools()?.named, request, timeout).await
     }
 }
 
@@ -328,10 +361,14 @@ impl WasiHttpHooks for OutboundHttp {
             refuse_non_public(&self.component, uri);
             return Box::new(async { Err(HttpError::HttpRequestDenied) });
         }
+        let pools = match self.client.pools() {
+            Ok(pools) => pools,
+            Err(err) => return Box::new(async { Err(err) }),
+        };
         let client = if named {
-            self.client.named.clone()
+            pools.named.clone()
         } else {
-            self.client.public_only.clone()
+            pools.public_only.clone()
         };
         let timeout = options
             .and_then(|o| o.first_byte_timeout)

@@ -831,7 +831,10 @@ mod tests {
         let database = sqlite.database("default");
 
         // Released by its holder soon: taken.
-        let (taken, released) = (Arc::new(std::sync::Barrier::new(2)), Duration::from_millis(5));
+        let (taken, released) = (
+            Arc::new(std::sync::Barrier::new(2)),
+            Duration::from_millis(5),
+        );
         let holder = std::thread::spawn({
             let (database, taken) = (database.clone(), taken.clone());
             move || {
@@ -842,7 +845,9 @@ mod tests {
         });
         taken.wait();
         assert!(database.write_gate.try_lock().is_err());
-        assert!(database.try_write_gate_within(Duration::from_secs(5)).is_some());
+        assert!(database
+            .try_write_gate_within(Duration::from_secs(5))
+            .is_some());
         holder.join().unwrap();
 
         // Held past the patience of a statement on an async worker: it waits on a blocking
@@ -859,7 +864,10 @@ mod tests {
         assert!(!writer.is_finished(), "the write went ahead of the gate");
         drop(turn);
         writer.await.unwrap();
-        assert_eq!(integer(&lease.lock().unwrap(), "SELECT count(*) FROM notes"), 1);
+        assert_eq!(
+            integer(&lease.lock().unwrap(), "SELECT count(*) FROM notes"),
+            1
+        );
         assert_eq!(sqlite.statements_on_blocking_threads("default"), 1);
     }
 

@@ -1,12 +1,18 @@
 //! Guest stdout and stderr go to the host log, one event per line, tagged with the component.
+//!
+//! The guest's writes are logged in the call itself. wasmtime's default adapter for an async
+//! writer hands every write to a task of its own and makes the guest wait for that task: a
+//! trip through the scheduler per line, about 0.1 ms of a chat's latency for its one log line.
 
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
 #[derive(Clone)]
 pub struct GuestLog {
@@ -37,13 +43,26 @@ impl IsTerminal for GuestLog {
 }
 
 impl StdoutStream for GuestLog {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.writer())
+    }
+
     fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
-        Box::new(LineWriter {
-            log: self.clone(),
-            pending: Vec::new(),
-        })
+        Box::new(self.writer())
     }
 }
+
+impl GuestLog {
+    fn writer(&self) -> LineWriter {
+        LineWriter {
+            log: self.clone(),
+            pending: Vec::new(),
+        }
+    }
+}
+
+/// How much a guest may write in one call (`check-write`); a longer line is logged in parts.
+const WRITE_PERMIT: usize = 64 * 1024;
 
 /// Longest line kept before it is logged anyway, so a guest cannot grow our memory.
 const MAX_LINE: usize = 8 * 1024;
@@ -79,6 +98,27 @@ impl LineWriter {
     }
 }
 
+impl OutputStream for LineWriter {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        self.pending.extend_from_slice(&bytes);
+        self.flush_lines();
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(WRITE_PERMIT)
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for LineWriter {
+    async fn ready(&mut self) {}
+}
+
 impl AsyncWrite for LineWriter {
     fn poll_write(
         mut self: Pin<&mut Self>,
@@ -105,5 +145,25 @@ impl Drop for LineWriter {
     fn drop(&mut self) {
         let rest = std::mem::take(&mut self.pending);
         self.emit(&rest);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_is_logged_when_it_ends_and_a_long_one_in_parts() {
+        let mut writer = GuestLog::stdout("chat".into()).writer();
+        assert_eq!(writer.check_write().unwrap(), WRITE_PERMIT);
+        OutputStream::write(&mut writer, Bytes::from_static(b"first par")).unwrap();
+        assert_eq!(writer.pending, b"first par");
+        OutputStream::write(&mut writer, Bytes::from_static(b"t\nsecond")).unwrap();
+        assert_eq!(writer.pending, b"second");
+        OutputStream::write(&mut writer, Bytes::from(vec![b'x'; MAX_LINE + 1])).unwrap();
+        assert!(
+            writer.pending.is_empty(),
+            "a line past MAX_LINE is logged at once"
+        );
     }
 }

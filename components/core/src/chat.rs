@@ -212,21 +212,40 @@ impl Source {
 }
 
 /// At most `max_chars` characters of `text` (whitespace collapsed), cut at the last word
-/// boundary and marked with an ellipsis when shortened.
+/// boundary and marked with an ellipsis when shortened. Reads only as far as the cut: a chat
+/// takes a snippet of every passage it cites and of every sentence it quotes.
 pub fn snippet(text: &str, max_chars: usize) -> String {
-    let collapsed = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if collapsed.chars().count() <= max_chars {
-        return collapsed;
+    let mut out = String::new();
+    let mut chars = 0;
+    // Where the last whole word in `out` starts (bytes).
+    let mut last_word = 0;
+    for word in text.split_whitespace() {
+        let word_chars = word.chars().count();
+        let space = usize::from(!out.is_empty());
+        if chars + space + word_chars <= max_chars {
+            if space == 1 {
+                out.push(' ');
+            }
+            last_word = out.len();
+            out.push_str(word);
+            chars += space + word_chars;
+            continue;
+        }
+        if out.is_empty() {
+            // One word longer than the whole snippet: cut inside it.
+            out.extend(word.chars().take(max_chars));
+        } else if chars == max_chars && last_word > 0 {
+            // A word ending exactly at the cut is not known to be whole there: dropped.
+            out.truncate(last_word - 1);
+        }
+        let kept = out
+            .trim_end_matches(|c: char| c.is_ascii_punctuation())
+            .len();
+        out.truncate(kept);
+        out.push('…');
+        return out;
     }
-    let cut: String = collapsed.chars().take(max_chars).collect();
-    let at_word = match cut.rfind(' ') {
-        Some(space) if space > 0 => &cut[..space],
-        _ => cut.as_str(),
-    };
-    format!(
-        "{}…",
-        at_word.trim_end_matches(|c: char| c.is_ascii_punctuation())
-    )
+    out
 }
 
 /// The non-streamed `/chat` response body.
@@ -375,6 +394,51 @@ mod tests {
         assert_eq!(cut, "alpha beta…");
         let long = "word ".repeat(100);
         assert!(snippet(&long, SNIPPET_CHARS).chars().count() <= SNIPPET_CHARS + 1);
+        assert_eq!(snippet("alpha beta gamma", 10), "alpha…");
+        assert_eq!(snippet("unbreakable", 4), "unbr…");
+        assert_eq!(snippet("end. next", 7), "end…");
+    }
+
+    /// The snippet as first written: collapse everything, then cut. The streaming version
+    /// must give the same text for every input.
+    fn snippet_by_collapsing(text: &str, max_chars: usize) -> String {
+        let collapsed = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        if collapsed.chars().count() <= max_chars {
+            return collapsed;
+        }
+        let cut: String = collapsed.chars().take(max_chars).collect();
+        let at_word = match cut.rfind(' ') {
+            Some(space) if space > 0 => &cut[..space],
+            _ => cut.as_str(),
+        };
+        format!(
+            "{}…",
+            at_word.trim_end_matches(|c: char| c.is_ascii_punctuation())
+        )
+    }
+
+    #[test]
+    fn snippets_match_collapsing_then_cutting() {
+        let pieces = [
+            "a", "bb", "ccc,", "dddd.", " ", "  ", "\n", "é", "—", "ü!", "xyzzy",
+        ];
+        // A deterministic walk over many texts and limits (a linear congruential generator).
+        let mut state: u64 = 7;
+        let mut next = |bound: usize| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) as usize % bound
+        };
+        for _ in 0..20_000 {
+            let text: String = (0..next(12)).map(|_| pieces[next(pieces.len())]).collect();
+            let max_chars = next(16);
+            assert_eq!(
+                snippet(&text, max_chars),
+                snippet_by_collapsing(&text, max_chars),
+                "{text:?} at {max_chars}"
+            );
+        }
     }
 
     #[test]
