@@ -850,9 +850,18 @@ mod tests {
             .is_some());
         holder.join().unwrap();
 
-        // Held past the patience of a statement on an async worker: it waits on a blocking
-        // thread instead, and runs once the gate is free.
-        let turn = database.write_gate();
+        // Held past the patience of a statement on an async worker (by another thread, until
+        // told): it waits on a blocking thread instead, and runs once the gate is free.
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let holder = std::thread::spawn({
+            let (database, taken) = (database.clone(), taken.clone());
+            move || {
+                let _turn = database.write_gate();
+                taken.wait();
+                let _ = released.recv();
+            }
+        });
+        taken.wait();
         assert!(inline(&lease, insert, &[]).is_none());
         assert_eq!(integer(&lease, "SELECT count(*) FROM notes"), 0);
         let lease = Arc::new(Mutex::new(lease));
@@ -862,7 +871,8 @@ mod tests {
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!writer.is_finished(), "the write went ahead of the gate");
-        drop(turn);
+        release.send(()).unwrap();
+        holder.join().unwrap();
         writer.await.unwrap();
         assert_eq!(
             integer(&lease.lock().unwrap(), "SELECT count(*) FROM notes"),
