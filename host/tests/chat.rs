@@ -619,6 +619,73 @@ async fn nothing_relevant_is_refused_without_a_model_call_and_still_stored() {
     assert!(stored.iter().all(|m| m.status == "complete"));
 }
 
+/// Rows in a table of the embedded database.
+fn stored_rows(server: &Server, table: &str) -> i64 {
+    let connection = rusqlite::Connection::open(server.data_dir.path().join("default.db")).unwrap();
+    connection
+        .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |row| {
+            row.get(0)
+        })
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_first_question_is_stored_with_its_answer_and_a_failed_one_leaves_nothing() {
+    let (server, doubles) = start_with_doubles(&[]).await;
+    // The model fails on every attempt: no session is left behind, streamed or not.
+    doubles.push_faults(Endpoint::OpenAiChat, Fault::server_error(), 6);
+    let (status, body) = post_chat(&server, json!({"query": ZMP_QUESTION})).await;
+    assert_eq!(status, 503, "{body}");
+    let streamed = post_chat_streamed(
+        &server,
+        json!({"query": ZMP_QUESTION, "stream": true}),
+        None,
+    )
+    .await;
+    assert_eq!(streamed.status, 503);
+    assert_eq!(
+        (
+            stored_rows(&server, "sessions"),
+            stored_rows(&server, "messages")
+        ),
+        (0, 0)
+    );
+
+    let (status, body) = post_chat(&server, json!({"query": ZMP_QUESTION})).await;
+    assert_eq!(status, 200, "{body}");
+    let session = body["session_id"].as_str().unwrap();
+    let stored = stored_messages(&server, session);
+    let turns: Vec<_> = stored
+        .iter()
+        .map(|m| (m.role.as_str(), m.status.as_str()))
+        .collect();
+    assert_eq!(turns, [("user", "complete"), ("assistant", "complete")]);
+    assert_eq!(stored[0].content, ZMP_QUESTION);
+    assert_eq!(stored[1].content, body["answer"].as_str().unwrap());
+    assert_eq!(stored[1].id, body["message_id"].as_i64().unwrap());
+    assert_eq!(stored[1].sources, body["sources"]);
+
+    let streamed = post_chat_streamed(
+        &server,
+        json!({"query": ZMP_QUESTION, "stream": true}),
+        None,
+    )
+    .await;
+    assert_eq!(streamed.names().last(), Some(&"done"));
+    let session = streamed.data("sources")[0]["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let stored = stored_messages(&server, &session);
+    let turns: Vec<_> = stored
+        .iter()
+        .map(|m| (m.role.as_str(), m.status.as_str()))
+        .collect();
+    assert_eq!(turns, [("user", "complete"), ("assistant", "complete")]);
+    assert_eq!(stored[1].content, streamed.text());
+    assert_eq!(stored_rows(&server, "sessions"), 2);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn follow_up_sees_the_earlier_turns_and_both_turns_are_stored() {
     let (server, doubles) = start_with_doubles(&[]).await;

@@ -169,7 +169,7 @@ async fn answer_json(prepared: Prepared) -> Result<ChatResponse, ApiError> {
     Ok(ChatResponse {
         answer,
         sources,
-        session_id: prepared.conversation.session_id.clone(),
+        session_id: prepared.conversation.session_id(),
         message_id,
         mode: prepared.mode(),
     })
@@ -229,7 +229,7 @@ async fn answer_streamed(prepared: Prepared, out: ResponseOutparam) {
     let mut answer = String::new();
     let mut usage = None;
     let mut connected = events
-        .send(sse::sources_event(&conversation.session_id, &sources))
+        .send(sse::sources_event(&conversation.session_id(), &sources))
         .await;
     while connected {
         match tokens.next().await {
@@ -248,7 +248,11 @@ async fn answer_streamed(prepared: Prepared, out: ResponseOutparam) {
                     MessageStatus::Complete,
                 );
                 events
-                    .send(sse::done_event(&conversation.session_id, message_id, usage))
+                    .send(sse::done_event(
+                        &conversation.session_id(),
+                        message_id,
+                        usage,
+                    ))
                     .await;
                 return;
             }

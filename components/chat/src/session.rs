@@ -1,6 +1,6 @@
 //! The conversation a question belongs to: its earlier turns, and the turns this request adds.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 
 use adapters::db::Db;
 use adapters::respond;
@@ -9,14 +9,22 @@ use rag_core::config::Settings;
 use rag_core::error::ApiError;
 use rag_core::store::{self, MessageStatus, Role, SessionStore, StoreError, Turn};
 
-/// A session opened for one question, with the user's turn already stored. Each write takes
-/// a database connection only for itself: a streamed answer can take minutes, and a
-/// PostgreSQL connection held that long would leave later chats waiting on an empty pool.
+/// The session one question belongs to. In a session the request names, the user's turn is
+/// stored at once. A request that names none stores nothing until its answer is ready: then
+/// the new session, and the question with the answer in one statement. So nothing stands
+/// between a first question and its retrieval, a keyless chat costs one write fewer, and a
+/// chat that fails before answering leaves nothing behind.
+///
+/// Each write takes a database connection only for itself: a streamed answer can take minutes,
+/// and a PostgreSQL connection held that long would leave later chats waiting on an empty pool.
 pub struct Conversation {
     database_url: Option<String>,
-    pub session_id: String,
+    /// Empty until a request that names no session stores its first exchange.
+    session_id: RefCell<String>,
     /// Earlier complete turns within the history budget, oldest first (this question excluded).
     pub history: Vec<Turn>,
+    /// The question of a request that names no session, until it is stored with its answer.
+    unsaved_question: RefCell<Option<String>>,
     /// Started by this request and no answer stored yet: its id has reached no one, so if the
     /// request fails the session is deleted rather than left where nobody can read or delete
     /// it.
@@ -29,57 +37,58 @@ pub fn store_failure(error: StoreError) -> ApiError {
 }
 
 impl Conversation {
-    /// Continues the session the request names, or starts one under a new server-issued id
-    /// when it names none; reads its recent turns, then stores the question, so in a session
-    /// the reader holds the question is kept even when answering it fails. An id the server
-    /// never issued (or one deleted since) is 404 `not_found`: sessions are never created
-    /// under an id a client chose.
+    /// Continues the session the request names: reads its recent turns, then stores the
+    /// question, so in a session the reader holds the question is kept even when answering it
+    /// fails. An id the server never issued (or one deleted since) is 404 `not_found`: sessions
+    /// are never created under an id a client chose. A request that names no session gets one
+    /// under a new server-issued id when its answer is stored ([`Conversation::add_answer`]).
     pub fn open(settings: &Settings, request: &ChatRequest) -> Result<Self, ApiError> {
         let db = Db::open(settings.database_url.as_deref()).map_err(store_failure)?;
         store::ensure_schema(&db).map_err(store_failure)?;
+        let conversation = |session_id: String, history, unsaved_question| Self {
+            database_url: settings.database_url.clone(),
+            session_id: RefCell::new(session_id),
+            history,
+            unsaved_question: RefCell::new(unsaved_question),
+            unclaimed: Cell::new(false),
+        };
+        let Some(session_id) = &request.session_id else {
+            // A session started now has no turns to read.
+            return Ok(conversation(
+                String::new(),
+                Vec::new(),
+                Some(request.query.clone()),
+            ));
+        };
         let sessions = SessionStore::new(&db);
-        let unclaimed = request.session_id.is_none();
-        let session_id = match &request.session_id {
-            Some(id) => id.clone(),
-            None => {
-                sessions
-                    .start_session(adapters::ids::new_session_id)
-                    .map_err(store_failure)?
-                    .id
-            }
-        };
-        // A session started just now has no turns to read.
-        let history = if unclaimed {
-            Vec::new()
-        } else {
-            sessions
-                .recent_turns(&session_id, settings.history_budget_chars)
-                .map_err(store_failure)?
-        };
+        let history = sessions
+            .recent_turns(session_id, settings.history_budget_chars)
+            .map_err(store_failure)?;
         // Storing the question is also the existence check: it inserts nothing, and fails
         // with NotFound, when no session has this id.
         sessions
             .append_message(
-                &session_id,
+                session_id,
                 Role::User,
                 &request.query,
                 "[]",
                 MessageStatus::Complete,
             )
             .map_err(store_failure)?;
-        Ok(Self {
-            database_url: settings.database_url.clone(),
-            session_id,
-            history,
-            unclaimed: Cell::new(unclaimed),
-        })
+        Ok(conversation(session_id.clone(), history, None))
+    }
+
+    /// The session's id; empty before a request that names none has stored its answer.
+    pub fn session_id(&self) -> String {
+        self.session_id.borrow().clone()
     }
 
     fn connect(&self) -> Result<Db, StoreError> {
         Db::open(self.database_url.as_deref())
     }
 
-    /// Stores an answer; returns its message id.
+    /// Stores an answer, first starting the session with the question when the request named
+    /// none; returns the answer's message id.
     pub fn add_answer(
         &self,
         answer: &str,
@@ -87,14 +96,31 @@ impl Conversation {
         status: MessageStatus,
     ) -> Result<i64, ApiError> {
         let db = self.connect().map_err(store_failure)?;
-        SessionStore::new(&db)
-            .append_message(
-                &self.session_id,
+        let sessions = SessionStore::new(&db);
+        let stored = match self.unsaved_question.take() {
+            None => sessions.append_message(
+                &self.session_id(),
                 Role::Assistant,
                 answer,
                 sources_json,
                 status,
-            )
+            ),
+            Some(question) => {
+                let session = sessions
+                    .start_session(adapters::ids::new_session_id)
+                    .map_err(store_failure)?;
+                *self.session_id.borrow_mut() = session.id;
+                self.unclaimed.set(true);
+                sessions.append_exchange(
+                    &self.session_id(),
+                    &question,
+                    answer,
+                    sources_json,
+                    status,
+                )
+            }
+        };
+        stored
             .map(|record| {
                 self.unclaimed.set(false);
                 record.id
@@ -127,7 +153,7 @@ impl Drop for Conversation {
         if self.unclaimed.get() {
             let deleted = self
                 .connect()
-                .and_then(|db| SessionStore::new(&db).delete_session(&self.session_id));
+                .and_then(|db| SessionStore::new(&db).delete_session(&self.session_id()));
             if let Err(error) = deleted {
                 adapters::log::failure(
                     "chat",

@@ -266,6 +266,7 @@ backend_tests!(
     version_1_sessions_are_rekeyed_or_retired,
     missing_rows,
     append_order_and_pagination,
+    an_exchange_is_stored_question_first_or_not_at_all,
     update_message_rewrites_a_streamed_answer,
     feedback_is_replaced,
     recent_turns_fit_the_budget,
@@ -672,6 +673,64 @@ fn missing_rows<B: Backend>(backend: &B) {
     assert!(store
         .set_feedback("a", answer.id, Rating::Up, None, None)
         .unwrap());
+}
+
+fn an_exchange_is_stored_question_first_or_not_at_all<B: Backend>(backend: &B) {
+    let db = ready(backend);
+    let store = SessionStore::new(&db);
+    store.create_session("exchanged").unwrap();
+    let earlier = store
+        .append_message(
+            "exchanged",
+            Role::User,
+            "before",
+            "[]",
+            MessageStatus::Complete,
+        )
+        .unwrap();
+    let answer = store
+        .append_exchange(
+            "exchanged",
+            "what is ZMP?",
+            "the zero moment point [1]",
+            r#"[{"n":1}]"#,
+            MessageStatus::Incomplete,
+        )
+        .unwrap();
+    assert_timestamp(&answer.created_at);
+    let page = store.get_session("exchanged", 10, None).unwrap().unwrap();
+    let stored: Vec<_> = page
+        .messages
+        .iter()
+        .map(|m| (m.role, m.content.as_str(), m.sources.as_str(), m.status))
+        .collect();
+    assert_eq!(
+        stored,
+        [
+            (Role::User, "before", "[]", MessageStatus::Complete),
+            (Role::User, "what is ZMP?", "[]", MessageStatus::Complete),
+            (
+                Role::Assistant,
+                "the zero moment point [1]",
+                r#"[{"n":1}]"#,
+                MessageStatus::Incomplete
+            ),
+        ]
+    );
+    assert!(earlier.id < page.messages[1].id && page.messages[1].id < answer.id);
+    assert_eq!(page.messages[2].id, answer.id);
+
+    let unknown = store.append_exchange("nobody", "q", "a", "[]", MessageStatus::Complete);
+    assert!(
+        matches!(unknown, Err(StoreError::NotFound(_))),
+        "{unknown:?}"
+    );
+    let total = count(&db, "SELECT COUNT(*) AS n FROM messages", &[]);
+    assert_eq!(total, 3, "nothing stored for an unknown session");
+    assert!(store
+        .append_exchange("exchanged", "q\0", "a", "[]", MessageStatus::Complete)
+        .is_err());
+    assert_eq!(count(&db, "SELECT COUNT(*) AS n FROM messages", &[]), 3);
 }
 
 fn append_order_and_pagination<B: Backend>(backend: &B) {

@@ -290,6 +290,56 @@ impl<'a, D: Database + ?Sized> SessionStore<'a, D> {
         })
     }
 
+    /// Appends a question and its answer to an existing session in one statement (one write
+    /// transaction instead of two), the question first; returns the answer's record.
+    /// [`StoreError::NotFound`], storing nothing, when there is no such session.
+    pub fn append_exchange(
+        &self,
+        session_id: &str,
+        question: &str,
+        answer: &str,
+        sources_json: &str,
+        status: MessageStatus,
+    ) -> Result<MessageRecord, StoreError> {
+        reject_nul("session_id", session_id)?;
+        reject_nul("content", question)?;
+        reject_nul("content", answer)?;
+        reject_nul("sources", sources_json)?;
+        // Rows are inserted in the ORDER BY's order, so the question gets the lower id on both
+        // backends; RETURNING lists them in no promised order, hence the role column.
+        let rows = self.query(
+            "INSERT INTO messages (session_id, role, content, sources, status) \
+             SELECT s.id, t.role, t.content, t.sources, t.status FROM sessions s, ( \
+                 SELECT 1 AS turn, CAST($2 AS TEXT) AS role, CAST($3 AS TEXT) AS content, \
+                     CAST('[]' AS TEXT) AS sources, CAST($4 AS TEXT) AS status \
+                 UNION ALL \
+                 SELECT 2, CAST($5 AS TEXT), CAST($6 AS TEXT), CAST($7 AS TEXT), CAST($8 AS TEXT) \
+             ) t WHERE s.id = $1 ORDER BY t.turn \
+             RETURNING id, role, created_at",
+            &[
+                session_key(session_id).into(),
+                Role::User.as_str().into(),
+                question.into(),
+                MessageStatus::Complete.as_str().into(),
+                Role::Assistant.as_str().into(),
+                answer.into(),
+                sources_json.into(),
+                status.as_str().into(),
+            ],
+        )?;
+        let answer_row = rows
+            .iter()
+            .find(|row| {
+                row.text("role")
+                    .is_ok_and(|role| role == Role::Assistant.as_str())
+            })
+            .ok_or_else(|| StoreError::NotFound(UNKNOWN_SESSION.into()))?;
+        Ok(MessageRecord {
+            id: answer_row.integer("id")?,
+            created_at: answer_row.text("created_at")?,
+        })
+    }
+
     /// Replaces a message's text, sources and status (a streamed answer is saved as it grows,
     /// then marked complete); returns whether the message exists.
     pub fn update_message(
