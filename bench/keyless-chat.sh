@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Keyless chat (SQLite FTS5 retrieval, extractive answer, a new SQLite session and two message
-# writes per chat) at 8 connections: requests/s, p50, p99. Baseline in the same run: the
+# Keyless chat (SQLite FTS5 retrieval, extractive answer, a new SQLite session stored with its
+# question and answer) at 8 connections: requests/s, p50, p99. Baseline in the same run: the
 # runner's /health (one instantiation, no database) at the same connection count, so the ratio
 # says how much the chat itself costs over the wasm path.
 #   bench/keyless-chat.sh [--smoke] [seconds] [connections] [rounds]

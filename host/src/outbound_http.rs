@@ -5,8 +5,8 @@
 //!
 //! Each thread has its own pools. A pooled connection is driven by a task on the runtime that
 //! opened it; with one runtime per server worker (`crate::server`), a connection shared
-//! between workers made every upstream call of a request on the other worker wake that thread
-//! to write and again to read: four thread hand-offs per call.
+//! between workers made an upstream call of a request on the other worker wake that worker to
+//! send, and wake the request's worker again with the answer.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -408,6 +408,23 @@ fn origin_of(uri: &http::Uri) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_thread_gets_its_own_pools_and_keeps_them() {
+        let client = OutboundClient::new(Duration::from_secs(1), Duration::from_secs(1)).unwrap();
+        let address = |pools: &Pools| pools as *const Pools as usize;
+        let here = address(client.pools().unwrap());
+        assert_eq!(address(client.pools().unwrap()), here);
+        let elsewhere = std::thread::scope(|scope| {
+            scope
+                .spawn(|| address(client.pools().unwrap()))
+                .join()
+                .unwrap()
+        });
+        assert_ne!(elsewhere, here);
+        // Clones (one per request) share the threads' pools.
+        assert_eq!(address(client.clone().pools().unwrap()), here);
+    }
 
     fn allows(entry: &str, url: &str) -> bool {
         let uri: http::Uri = url.parse().unwrap();

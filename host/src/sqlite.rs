@@ -18,10 +18,11 @@
 //! (and the checkpoint after it) therefore first takes the database's in-process write gate,
 //! where waiters sleep until woken, and meets SQLite's lock only when another process writes.
 //! A writer on an async worker that finds the gate held tries again for up to [`GATE_SPIN`]
-//! (yielding its core meanwhile) before it hands the statement to a blocking thread: under
-//! keyless chat load a quarter of the writes found the gate held by the other worker's
+//! (yielding its core meanwhile) before it hands the statement to a blocking thread: in a trace
+//! of keyless chat load about a quarter of the writes found the gate held by the other worker's
 //! statement, which is released within tens of microseconds, and the thread hand-off cost more
-//! CPU than the wait. An async mutex was measured too: its hand-off to a parked task, whose
+//! CPU than the wait. A gate held longer (a writer waiting for another process, a checkpoint)
+//! costs each writer at most that much CPU before it waits on a blocking thread. An async mutex was measured too: its hand-off to a parked task, whose
 //! thread must first be scheduled, queued writers behind one another and cut requests/s by a
 //! quarter.
 
@@ -439,9 +440,8 @@ impl Lease {
     /// Runs a statement on the calling async worker if it can finish at once: outside a
     /// transaction, without waiting for SQLite's lock, within [`INLINE_BUDGET`], and, for a
     /// writer, with the write gate free within [`GATE_SPIN`]. Handing every statement to a
-    /// blocking thread cost
-    /// about 1 ms of CPU per keyless chat in thread wake-ups (bench/keyless-chat.sh), more than
-    /// the statements themselves.
+    /// blocking thread cost about 1 ms of CPU per keyless chat in thread wake-ups
+    /// (bench/keyless-chat.sh), more than the statements themselves.
     ///
     /// `None` means it did nothing and must run with [`Lease::run_waiting`]: a statement stopped
     /// by `SQLITE_BUSY` or by the budget outside a transaction is rolled back as a whole, so it
@@ -477,9 +477,9 @@ impl Lease {
     }
 
     /// Runs a statement on a blocking thread, waiting for locks as long as the busy timeout
-    /// allows. A statement that writes outside a transaction holds the write gate throughout
-    /// (`turn`, or taken here); inside a transaction the connection may already hold SQLite's
-    /// write lock, and waiting on the gate then could wait on itself.
+    /// allows. A statement that writes outside a transaction holds the write gate throughout;
+    /// inside a transaction the connection may already hold SQLite's write lock, and waiting on
+    /// the gate then could wait on itself.
     fn run_waiting(&self, statement: &str, parameters: &[SqlValue]) -> Result<QueryResult, Error> {
         self.database
             .statements_on_blocking_threads
@@ -776,6 +776,25 @@ mod tests {
         .unwrap();
     }
 
+    /// Another thread takes the write gate and holds it until `until` returns; returns once
+    /// the gate is taken.
+    fn hold_write_gate(
+        database: &Arc<Database>,
+        until: impl FnOnce() + Send + 'static,
+    ) -> std::thread::JoinHandle<()> {
+        let taken = Arc::new(std::sync::Barrier::new(2));
+        let holder = std::thread::spawn({
+            let (database, taken) = (database.clone(), taken.clone());
+            move || {
+                let _turn = database.write_gate();
+                taken.wait();
+                until();
+            }
+        });
+        taken.wait();
+        holder
+    }
+
     /// [`Lease::try_run_inline`] as [`execute`] calls it.
     fn inline(
         lease: &Lease,
@@ -831,19 +850,7 @@ mod tests {
         let database = sqlite.database("default");
 
         // Released by its holder soon: taken.
-        let (taken, released) = (
-            Arc::new(std::sync::Barrier::new(2)),
-            Duration::from_millis(5),
-        );
-        let holder = std::thread::spawn({
-            let (database, taken) = (database.clone(), taken.clone());
-            move || {
-                let _turn = database.write_gate();
-                taken.wait();
-                std::thread::sleep(released);
-            }
-        });
-        taken.wait();
+        let holder = hold_write_gate(&database, || std::thread::sleep(Duration::from_millis(5)));
         assert!(database.write_gate.try_lock().is_err());
         assert!(database
             .try_write_gate_within(Duration::from_secs(5))
@@ -853,15 +860,9 @@ mod tests {
         // Held past the patience of a statement on an async worker (by another thread, until
         // told): it waits on a blocking thread instead, and runs once the gate is free.
         let (release, released) = std::sync::mpsc::channel::<()>();
-        let holder = std::thread::spawn({
-            let (database, taken) = (database.clone(), taken.clone());
-            move || {
-                let _turn = database.write_gate();
-                taken.wait();
-                let _ = released.recv();
-            }
+        let holder = hold_write_gate(&database, move || {
+            let _ = released.recv();
         });
-        taken.wait();
         assert!(inline(&lease, insert, &[]).is_none());
         assert_eq!(integer(&lease, "SELECT count(*) FROM notes"), 0);
         let lease = Arc::new(Mutex::new(lease));

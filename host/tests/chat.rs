@@ -651,15 +651,20 @@ async fn a_first_question_is_stored_with_its_answer_and_a_failed_one_leaves_noth
         (0, 0)
     );
 
+    let turns = |stored: &[StoredMessage]| -> Vec<(String, String)> {
+        stored
+            .iter()
+            .map(|m| (m.role.clone(), m.status.clone()))
+            .collect()
+    };
+    let whole_exchange = [
+        ("user".to_owned(), "complete".to_owned()),
+        ("assistant".to_owned(), "complete".to_owned()),
+    ];
     let (status, body) = post_chat(&server, json!({"query": ZMP_QUESTION})).await;
     assert_eq!(status, 200, "{body}");
-    let session = body["session_id"].as_str().unwrap();
-    let stored = stored_messages(&server, session);
-    let turns: Vec<_> = stored
-        .iter()
-        .map(|m| (m.role.as_str(), m.status.as_str()))
-        .collect();
-    assert_eq!(turns, [("user", "complete"), ("assistant", "complete")]);
+    let stored = stored_messages(&server, body["session_id"].as_str().unwrap());
+    assert_eq!(turns(&stored), whole_exchange);
     assert_eq!(stored[0].content, ZMP_QUESTION);
     assert_eq!(stored[1].content, body["answer"].as_str().unwrap());
     assert_eq!(stored[1].id, body["message_id"].as_i64().unwrap());
@@ -677,11 +682,7 @@ async fn a_first_question_is_stored_with_its_answer_and_a_failed_one_leaves_noth
         .unwrap()
         .to_owned();
     let stored = stored_messages(&server, &session);
-    let turns: Vec<_> = stored
-        .iter()
-        .map(|m| (m.role.as_str(), m.status.as_str()))
-        .collect();
-    assert_eq!(turns, [("user", "complete"), ("assistant", "complete")]);
+    assert_eq!(turns(&stored), whole_exchange);
     assert_eq!(stored[1].content, streamed.text());
     assert_eq!(stored_rows(&server, "sessions"), 2);
 }

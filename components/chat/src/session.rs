@@ -1,6 +1,6 @@
 //! The conversation a question belongs to: its earlier turns, and the turns this request adds.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 
 use adapters::db::Db;
 use adapters::respond;
@@ -13,7 +13,8 @@ use rag_core::store::{self, MessageStatus, Role, SessionStore, StoreError, Turn}
 /// stored at once. A request that names none stores nothing until its answer is ready: then
 /// the new session, and the question with the answer in one statement. So nothing stands
 /// between a first question and its retrieval, a keyless chat costs one write fewer, and a
-/// chat that fails before answering leaves nothing behind.
+/// chat that fails before answering leaves nothing behind (see
+/// [`SessionStore::start_session_with_exchange`]).
 ///
 /// Each write takes a database connection only for itself: a streamed answer can take minutes,
 /// and a PostgreSQL connection held that long would leave later chats waiting on an empty pool.
@@ -25,10 +26,6 @@ pub struct Conversation {
     pub history: Vec<Turn>,
     /// The question of a request that names no session, until it is stored with its answer.
     unsaved_question: RefCell<Option<String>>,
-    /// Started by this request and no answer stored yet: its id has reached no one, so if the
-    /// request fails the session is deleted rather than left where nobody can read or delete
-    /// it.
-    unclaimed: Cell<bool>,
 }
 
 /// How a storage failure reaches the client: the stable code; the detail goes to the log.
@@ -50,7 +47,6 @@ impl Conversation {
             session_id: RefCell::new(session_id),
             history,
             unsaved_question: RefCell::new(unsaved_question),
-            unclaimed: Cell::new(false),
         };
         let Some(session_id) = &request.session_id else {
             // A session started now has no turns to read.
@@ -97,35 +93,29 @@ impl Conversation {
     ) -> Result<i64, ApiError> {
         let db = self.connect().map_err(store_failure)?;
         let sessions = SessionStore::new(&db);
-        let stored = match self.unsaved_question.take() {
-            None => sessions.append_message(
-                &self.session_id(),
-                Role::Assistant,
-                answer,
-                sources_json,
-                status,
-            ),
-            Some(question) => {
-                let session = sessions
-                    .start_session(adapters::ids::new_session_id)
-                    .map_err(store_failure)?;
-                *self.session_id.borrow_mut() = session.id;
-                self.unclaimed.set(true);
-                sessions.append_exchange(
+        let Some(question) = self.unsaved_question.take() else {
+            return sessions
+                .append_message(
                     &self.session_id(),
-                    &question,
+                    Role::Assistant,
                     answer,
                     sources_json,
                     status,
                 )
-            }
+                .map(|record| record.id)
+                .map_err(store_failure);
         };
-        stored
-            .map(|record| {
-                self.unclaimed.set(false);
-                record.id
-            })
-            .map_err(store_failure)
+        let (session, record) = sessions
+            .start_session_with_exchange(
+                adapters::ids::new_session_id,
+                &question,
+                answer,
+                sources_json,
+                status,
+            )
+            .map_err(store_failure)?;
+        *self.session_id.borrow_mut() = session.id;
+        Ok(record.id)
     }
 
     /// Rewrites a streamed answer as it stands; failures are logged, since the client already
@@ -144,22 +134,6 @@ impl Conversation {
                 "chat",
                 format!("could not save message {message_id}: {error}"),
             );
-        }
-    }
-}
-
-impl Drop for Conversation {
-    fn drop(&mut self) {
-        if self.unclaimed.get() {
-            let deleted = self
-                .connect()
-                .and_then(|db| SessionStore::new(&db).delete_session(&self.session_id()));
-            if let Err(error) = deleted {
-                adapters::log::failure(
-                    "chat",
-                    format_args!("could not delete a new session left without an answer: {error}"),
-                );
-            }
         }
     }
 }

@@ -267,6 +267,7 @@ backend_tests!(
     missing_rows,
     append_order_and_pagination,
     an_exchange_is_stored_question_first_or_not_at_all,
+    a_first_exchange_starts_its_session_or_leaves_none,
     update_message_rewrites_a_streamed_answer,
     feedback_is_replaced,
     recent_turns_fit_the_budget,
@@ -731,6 +732,43 @@ fn an_exchange_is_stored_question_first_or_not_at_all<B: Backend>(backend: &B) {
         .append_exchange("exchanged", "q\0", "a", "[]", MessageStatus::Complete)
         .is_err());
     assert_eq!(count(&db, "SELECT COUNT(*) AS n FROM messages", &[]), 3);
+}
+
+fn a_first_exchange_starts_its_session_or_leaves_none<B: Backend>(backend: &B) {
+    let db = ready(backend);
+    let store = SessionStore::new(&db);
+    let sessions = || count(&db, "SELECT COUNT(*) AS n FROM sessions", &[]);
+    let mut ids = ["first-exchange".to_owned(), "failed-exchange".to_owned()].into_iter();
+    let (session, answer) = store
+        .start_session_with_exchange(
+            || ids.next().unwrap(),
+            "what is ZMP?",
+            "the zero moment point",
+            "[]",
+            MessageStatus::Complete,
+        )
+        .unwrap();
+    assert_eq!(session.id, "first-exchange");
+    let page = store.get_session(&session.id, 10, None).unwrap().unwrap();
+    let roles: Vec<_> = page.messages.iter().map(|m| m.role).collect();
+    assert_eq!(roles, [Role::User, Role::Assistant]);
+    assert_eq!(page.messages[1].id, answer.id);
+    assert_eq!(sessions(), 1);
+
+    // The session is created, then the exchange is refused: the session goes again.
+    let refused = store.start_session_with_exchange(
+        || ids.next().unwrap(),
+        "a question with a \0",
+        "an answer",
+        "[]",
+        MessageStatus::Complete,
+    );
+    assert!(refused.is_err());
+    assert_eq!(sessions(), 1, "no session without its exchange is left");
+    assert!(store
+        .get_session("failed-exchange", 10, None)
+        .unwrap()
+        .is_none());
 }
 
 fn append_order_and_pagination<B: Backend>(backend: &B) {

@@ -340,6 +340,31 @@ impl<'a, D: Database + ?Sized> SessionStore<'a, D> {
         })
     }
 
+    /// Starts a session (as [`start_session`](Self::start_session)) holding its first
+    /// question and answer ([`append_exchange`](Self::append_exchange)): two statements, not a
+    /// transaction, because a transaction costs an SQLite guest a thread hand-off per
+    /// statement. If the exchange cannot be stored the session is deleted again, so no session
+    /// is left that nobody holds the id of.
+    pub fn start_session_with_exchange(
+        &self,
+        issue_id: impl FnMut() -> String,
+        question: &str,
+        answer: &str,
+        sources_json: &str,
+        status: MessageStatus,
+    ) -> Result<(Session, MessageRecord), StoreError> {
+        let session = self.start_session(issue_id)?;
+        match self.append_exchange(&session.id, question, answer, sources_json, status) {
+            Ok(record) => Ok((session, record)),
+            Err(error) => {
+                // The exchange's failure is the one to report; a failed delete leaves an empty
+                // session whose id never reached anyone.
+                let _ = self.delete_session(&session.id);
+                Err(error)
+            }
+        }
+    }
+
     /// Replaces a message's text, sources and status (a streamed answer is saved as it grows,
     /// then marked complete); returns whether the message exists.
     pub fn update_message(
