@@ -89,6 +89,13 @@ fn db(data: &Path) -> rusqlite::Connection {
     host::sqlite::open_file(&data.join("default.db")).unwrap()
 }
 
+/// The full-text index's segment count.
+fn segments(data: &Path) -> i64 {
+    db(data)
+        .query_row(search_index::COUNT_SEGMENTS, [], |row| row.get(0))
+        .unwrap()
+}
+
 fn page_urls_of(data: &Path) -> Vec<(String, String, String)> {
     let connection = db(data);
     let mut statement = connection
@@ -166,6 +173,7 @@ async fn sqlite_index_of_the_book_is_incremental_and_prunes() {
         "{s}"
     );
     assert_eq!(page_urls_of(data.path()).len(), s.chunks);
+    assert_eq!(segments(data.path()), 1, "a query seeks every segment");
     let zmp = search_top(data.path(), "What does ZMP stand for?");
     assert_eq!(zmp.page_url, page_url(LOCOMOTION));
     assert!(zmp.text.contains("ZMP"), "{}", zmp.text);
@@ -195,6 +203,7 @@ async fn sqlite_index_of_the_book_is_incremental_and_prunes() {
     );
     let third = ingest(&opts, &keyless()).await.unwrap().summary;
     assert_eq!(third.written, changed.len(), "{third}");
+    assert_eq!(segments(data.path()), 1, "the new chunks are merged in");
     assert_eq!(third.unchanged, third.chunks - changed.len(), "{third}");
     let singular = search_top(data.path(), "singular configuration Jacobian rank");
     assert_eq!(singular.page_url, page_url(KINEMATICS));
@@ -754,6 +763,7 @@ async fn real_world_docusaurus_corpus_into_sqlite() {
     }
     let pages: std::collections::HashSet<&str> = rows.iter().map(|(p, _, _)| p.as_str()).collect();
     assert_eq!(pages.len(), 90);
+    assert_eq!(segments(data.path()), 1);
     let again = ingest(&opts, &keyless()).await.unwrap().summary;
     assert_eq!((again.written, again.unchanged), (0, report.summary.chunks));
     println!("{}", report.summary);

@@ -50,6 +50,15 @@ pub const SCHEMA: &[&str] = &[
     END",
 ];
 
+/// Merges the full-text index into one segment. FTS5 writes a batch of chunks as several
+/// segments (ten for the sample book), and a query opens and seeks every segment once per term,
+/// so a ranked search over many segments costs several times one over a single segment. Run by
+/// the writer after every change; an index that is already one segment is left as it is.
+pub const OPTIMIZE: &str = "INSERT INTO chunks_fts (chunks_fts) VALUES ('optimize')";
+
+/// Number of segments in the full-text index (one row, integer): one after [`OPTIMIZE`].
+pub const COUNT_SEGMENTS: &str = "SELECT COUNT(DISTINCT segid) FROM chunks_fts_idx";
+
 /// `SELECT value`: the schema version the index was created with (one row, text).
 pub const SELECT_SCHEMA_VERSION: &str = "SELECT value FROM index_meta WHERE key = 'schema_version'";
 
@@ -74,18 +83,27 @@ pub const LIST_CHUNK_HASHES: &str = "SELECT id, page_url, hash FROM chunks ORDER
 /// Number of chunks (one row, integer): readiness and "is the index empty" checks.
 pub const COUNT_CHUNKS: &str = "SELECT COUNT(*) FROM chunks";
 
-/// Ranked search. Parameters: ?1 an expression from [`fts_match_expression`], ?2 the limit.
-/// BM25 weighs title 4, heading 2, text 1: a query word in a title or heading says more about
-/// a chunk than the same word in its body.
+/// Ranked search for at most `limit` chunks. Parameter: ?1 an expression from
+/// [`fts_match_expression`]. BM25 weighs title 4, heading 2, text 1: a query word in a title or
+/// heading says more about a chunk than the same word in its body.
 /// Columns, in order: seq, id, page_url, url, title, heading, text, bm25 (REAL, lower is
 /// better); see [`SearchRow`].
-pub const SEARCH: &str = "SELECT c.seq, c.id, c.page_url, c.url, c.title, c.heading, c.text,
+///
+/// The limit is written into the statement, not bound: SQLite offers a LIMIT to the virtual
+/// table's planner, so a statement whose LIMIT is a parameter is prepared again every time
+/// the parameter is bound: re-parsed and re-planned for every question. The few limits in use
+/// (`top_k` × [`CANDIDATES_PER_PASSAGE`]) each stay prepared in a connection's cache.
+pub fn search_statement(limit: u32) -> String {
+    format!(
+        "SELECT c.seq, c.id, c.page_url, c.url, c.title, c.heading, c.text,
         bm25(chunks_fts, 4.0, 2.0, 1.0) AS rank
     FROM chunks_fts
     JOIN chunks AS c ON c.seq = chunks_fts.rowid
     WHERE chunks_fts MATCH ?1
     ORDER BY rank
-    LIMIT ?2";
+    LIMIT {limit}"
+    )
+}
 
 /// Most query words a MATCH expression keeps; longer questions add noise, not recall.
 pub const MAX_QUERY_TERMS: usize = 32;
@@ -158,13 +176,15 @@ pub fn term_statistics_statement(term_count: usize) -> String {
         "SELECT -1 AS term, (SELECT COUNT(*) FROM chunks) AS docs, \
          (SELECT value FROM index_meta WHERE key = 'new_word_rate') AS hits",
     );
+    // One pass over each term's matches yields both figures: opening a term's FTS5 cursor
+    // costs more than reading a short doclist, so a second MATCH just for the holders doubled
+    // the statement's cost.
     for index in 0..term_count {
         let parameter = index + 2;
         sql.push_str(&format!(
-            " UNION ALL SELECT {index}, \
-             (SELECT COUNT(*) FROM chunks_fts WHERE chunks_fts MATCH ?{parameter}), \
-             (SELECT group_concat(rowid) FROM chunks_fts WHERE chunks_fts MATCH ?{parameter} \
-              AND rowid IN (SELECT value FROM json_each(?1)))"
+            " UNION ALL SELECT {index}, COUNT(*), \
+             group_concat(rowid) FILTER (WHERE rowid IN (SELECT value FROM json_each(?1))) \
+             FROM chunks_fts WHERE chunks_fts MATCH ?{parameter}"
         ));
     }
     sql
@@ -227,7 +247,7 @@ pub fn coverage(weights: &[f64], matched: &[bool]) -> f32 {
     (found / total).clamp(0.0, 1.0) as f32
 }
 
-/// One row of [`SEARCH`], in column order.
+/// One row of [`search_statement`], in column order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SearchRow {
     /// The FTS rowid.
@@ -243,7 +263,7 @@ pub struct SearchRow {
 }
 
 impl SearchRow {
-    /// Reads a row of [`SEARCH`] as the [`Database`] trait returns it.
+    /// Reads a row of [`search_statement`] as the [`Database`] trait returns it.
     pub fn from_row(row: Row<'_>) -> Result<Self, StoreError> {
         let bm25 = match row.get("rank")? {
             SqlValue::Real(value) => *value,
@@ -359,7 +379,7 @@ pub fn search(
     let Some(expression) = fts_match_expression(query) else {
         return Ok(Vec::new());
     };
-    let rows = db.query(SEARCH, &[expression.into(), i64::from(limit).into()])?;
+    let rows = db.query(&search_statement(limit), &[expression.into()])?;
     let rows: Vec<SearchRow> = rows
         .iter()
         .map(SearchRow::from_row)
@@ -624,6 +644,31 @@ mod tests {
         let plain = idf(1, 4).sqrt() / (idf(1, 4).sqrt() + idf(0, 4).sqrt());
         assert!((f64::from(open) - plain).abs() < 1e-6, "{open}");
         assert!(open > closed);
+    }
+
+    #[test]
+    fn search_statements_are_not_prepared_again_for_each_question() {
+        // SQLite prepares a statement again whenever a parameter its plan depends on is bound
+        // anew; a bound LIMIT was one, so every question re-parsed and re-planned the search.
+        let connection = seeded();
+        let mut ranked = connection.prepare(&search_statement(8)).unwrap();
+        for expression in ["\"zmp\"", "\"robot\" OR \"walks\"", "\"topics\""] {
+            let found = ranked.query_map([expression], |_| Ok(())).unwrap().count();
+            assert!(found > 0, "{expression}");
+        }
+        assert_eq!(ranked.get_status(rusqlite::StatementStatus::RePrepare), 0);
+        let mut statistics = connection.prepare(&term_statistics_statement(1)).unwrap();
+        for (candidates, term) in [("[1]", "\"zmp\""), ("[2, 3]", "\"topics\"")] {
+            let rows = statistics
+                .query_map([candidates, term], |_| Ok(()))
+                .unwrap()
+                .count();
+            assert_eq!(rows, 2);
+        }
+        assert_eq!(
+            statistics.get_status(rusqlite::StatementStatus::RePrepare),
+            0
+        );
     }
 
     #[test]

@@ -134,6 +134,7 @@ pub(super) fn sync(options: &Options, chunks: &[Chunk]) -> Result<Applied> {
             deleted += delete.execute(params![id])?;
         }
     }
+    transaction.execute(search_index::OPTIMIZE, [])?;
     // Keyword relevance weighs words the book never uses by how open its vocabulary is.
     transaction.execute(search_index::CREATE_VOCABULARY, [])?;
     transaction.execute(search_index::STORE_NEW_WORD_RATE, [])?;
