@@ -9,7 +9,9 @@
 //! Here the connection that finishes a statement outside a transaction and finds the WAL past
 //! [`WAL_CHECKPOINT_BYTES`] runs `wal_checkpoint(TRUNCATE)`: it holds the write lock (so the log
 //! stops growing), waits for the readers of older snapshots to finish (new readers then read
-//! the database file and do not hold it up) and cuts the file to zero.
+//! the database file and do not hold it up) and cuts the file to zero. A passive checkpoint
+//! runs just before it, while writers go on, so the truncating one, which stops them, copies
+//! only the frames written in between.
 //!
 //! Writers of one database queue in the runner. SQLite's busy handler polls for the write lock
 //! with sleeps growing to 100 ms, so among hundreds of concurrent writers one can keep losing
@@ -497,11 +499,19 @@ impl Lease {
                 .is_ok_and(|metadata| metadata.len() > WAL_CHECKPOINT_BYTES)
     }
 
-    /// Bounds the WAL (see the module documentation), holding the write gate so that no writer
-    /// of this process waits in SQLite's busy handler meanwhile.
+    /// Bounds the WAL (see the module documentation). A passive checkpoint first copies the log
+    /// into the database and syncs both files without the write gate, so the process's writers
+    /// go on appending meanwhile; the truncating checkpoint then holds the gate, so that no
+    /// writer waits in SQLite's busy handler, and is left only the frames written since. When
+    /// the truncating checkpoint did all of it under the gate, every writer of the process
+    /// waited out its copy and two syncs (the slowest keyless chats in bench/keyless-chat.sh).
     fn bound_wal(&self) {
+        let conn = &self.pooled().conn;
+        if let Err(err) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::debug!(wal = %self.database.wal.display(), "passive checkpoint: {err}");
+        }
         let _turn = self.database.write_gate();
-        if let Err(err) = bound_wal(&self.pooled().conn, &self.database.wal) {
+        if let Err(err) = bound_wal(conn, &self.database.wal) {
             tracing::warn!(wal = %self.database.wal.display(), "WAL checkpoint failed: {err}");
         }
     }
