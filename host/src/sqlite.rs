@@ -90,6 +90,8 @@ struct Database {
     wal: PathBuf,
     /// Held while a statement writes outside a transaction; see the module documentation.
     write_gate: Mutex<()>,
+    /// Set while one statement bounds the WAL; see [`Lease::claim_checkpoint`].
+    checkpoint_running: AtomicBool,
     /// Statements that could not finish on an async worker and ran on a blocking thread.
     statements_on_blocking_threads: AtomicU64,
     idle: Mutex<Vec<Pooled>>,
@@ -190,6 +192,7 @@ impl Database {
             wal: wal_path(&path),
             path,
             write_gate: Mutex::new(()),
+            checkpoint_running: AtomicBool::new(false),
             statements_on_blocking_threads: AtomicU64::new(0),
             idle: Mutex::new(Vec::new()),
             leases: Arc::new(Semaphore::new(max_leased)),
@@ -499,6 +502,20 @@ impl Lease {
                 .is_ok_and(|metadata| metadata.len() > WAL_CHECKPOINT_BYTES)
     }
 
+    /// The turn to bound the WAL, when it has grown past the bound and no other statement of
+    /// this process is bounding it already. The writes that finish while one checkpoint runs
+    /// (its passive part takes milliseconds) used to start a checkpoint each: each took a
+    /// blocking thread, queued on the write gate and found nothing left to do, while its request
+    /// waited for it.
+    fn claim_checkpoint(&self) -> Option<CheckpointTurn> {
+        (self.wal_needs_bounding()
+            && !self
+                .database
+                .checkpoint_running
+                .swap(true, Ordering::Acquire))
+        .then(|| CheckpointTurn(self.database.clone()))
+    }
+
     /// Bounds the WAL (see the module documentation). A passive checkpoint first copies the log
     /// into the database and syncs both files without the write gate, so the process's writers
     /// go on appending meanwhile; the truncating checkpoint then holds the gate, so that no
@@ -514,6 +531,15 @@ impl Lease {
         if let Err(err) = bound_wal(conn, &self.database.wal) {
             tracing::warn!(wal = %self.database.wal.display(), "WAL checkpoint failed: {err}");
         }
+    }
+}
+
+/// One statement's turn to bound the WAL; the next may claim it once this is dropped.
+struct CheckpointTurn(Arc<Database>);
+
+impl Drop for CheckpointTurn {
+    fn drop(&mut self) {
+        self.0.checkpoint_running.store(false, Ordering::Release);
     }
 }
 
@@ -561,11 +587,16 @@ async fn execute(
                 .await?
         }
     };
-    if plan.may_grow_wal && lock(&lease).is_ok_and(|held| held.wal_needs_bounding()) {
+    let checkpoint = plan
+        .may_grow_wal
+        .then(|| lock(&lease).ok()?.claim_checkpoint())
+        .flatten();
+    if let Some(turn) = checkpoint {
         tokio::task::spawn_blocking(move || {
             if let Ok(held) = lock(&lease) {
                 held.bound_wal();
             }
+            drop(turn);
         })
         .await?;
     }
@@ -784,6 +815,35 @@ mod tests {
             "CREATE TABLE IF NOT EXISTS notes (id INTEGER PRIMARY KEY, body TEXT)",
         )
         .unwrap();
+    }
+
+    #[tokio::test]
+    async fn one_statement_at_a_time_bounds_the_wal() {
+        let (_dir, sqlite) = sqlite();
+        with_table(&sqlite).await;
+        let first = sqlite.lease("default", Turn::Wait).await.unwrap();
+        let second = sqlite.lease("default", Turn::Wait).await.unwrap();
+        assert!(first.claim_checkpoint().is_none(), "the WAL is small");
+        let body = "x".repeat(64 * 1024);
+        while !first.wal_needs_bounding() {
+            run(
+                first.connection(),
+                "INSERT INTO notes (body) VALUES (?1)",
+                &[SqlValue::Text(body.clone())],
+            )
+            .unwrap();
+        }
+        let turn = first.claim_checkpoint().expect("past the bound");
+        assert!(
+            second.claim_checkpoint().is_none(),
+            "a second checkpoint while the first runs"
+        );
+        drop(turn);
+        let turn = second.claim_checkpoint().expect("the first one is over");
+        second.bound_wal();
+        drop(turn);
+        assert!(!second.wal_needs_bounding());
+        assert!(first.claim_checkpoint().is_none(), "the WAL was truncated");
     }
 
     /// Another thread takes the write gate and holds it until `until` returns; returns once
