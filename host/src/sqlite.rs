@@ -44,8 +44,11 @@ use crate::state::RequestState;
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// WAL size past which a finished statement checkpoints and truncates the log.
-pub const WAL_CHECKPOINT_BYTES: u64 = 8 * 1024 * 1024;
+/// WAL size past which a finished statement checkpoints and truncates the log. The truncating
+/// checkpoint holds the write gate for the frames written during its passive one, two syncs and
+/// the truncation, all of which grow with the log: under keyless load a larger bound stopped
+/// writers for longer, and those stops set the p99 (BENCHMARKS.md, item 20).
+pub const WAL_CHECKPOINT_BYTES: u64 = 2 * 1024 * 1024;
 
 /// How long a checkpoint waits for the write lock and for readers of older snapshots.
 const CHECKPOINT_BUSY_TIMEOUT: Duration = Duration::from_millis(200);

@@ -34,9 +34,9 @@ use clap::Parser;
 use serde_json::{json, Value};
 
 /// The runner keeps every embedded database's WAL below this (host/src/sqlite.rs: a
-/// truncating checkpoint once the WAL passes 8 MiB); one busy second of writes may go past
-/// it before the checkpoint gets the lock, hence the margin.
-const WAL_PROMISE_BYTES: u64 = 8 * 1024 * 1024;
+/// truncating checkpoint once the WAL passes 2 MiB); the writes that land while a checkpoint
+/// runs may go past it, hence the margin.
+const WAL_PROMISE_BYTES: u64 = 2 * 1024 * 1024;
 
 /// The per-client rate limit the runner gets: paced clients stay below it, the greedy one
 /// does not.
@@ -73,7 +73,7 @@ struct Args {
     #[arg(long, default_value_t = 512)]
     rss_limit_mb: u64,
     /// Fail when `default.db-wal` exceeds this many MiB in the SQLite phase.
-    #[arg(long, default_value_t = 12)]
+    #[arg(long, default_value_t = 6)]
     wal_limit_mb: u64,
     /// Most requests a virtual client starts per second.
     #[arg(long, default_value_t = 4.0)]
