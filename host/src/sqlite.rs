@@ -7,7 +7,8 @@
 //! frames no open reader still needs and never restarts the log while any reader holds a
 //! snapshot in it, so with overlapping reads (every busy server) the WAL grows without end.
 //! Here the connection that finishes a statement outside a transaction and finds the WAL past
-//! [`WAL_CHECKPOINT_BYTES`] runs `wal_checkpoint(TRUNCATE)`: it holds the write lock (so the log
+//! [`WAL_CHECKPOINT_BYTES`], while no other statement is bounding it, runs
+//! `wal_checkpoint(TRUNCATE)`: it holds the write lock (so the log
 //! stops growing), waits for the readers of older snapshots to finish (new readers then read
 //! the database file and do not hold it up) and cuts the file to zero. A passive checkpoint
 //! runs just before it, while writers go on, so the truncating one, which stops them, copies
