@@ -10,6 +10,7 @@
 #           message writes are in it).
 # overhead = runner percentile - direct percentile, for the whole answer and, streamed, for
 # the first `sources` event (vs the end of retrieval) and the first `delta`.
+# ANSWER_WORDS=N makes the model's answer N words (N streamed tokens) instead of about 20.
 #   bench/chat-overhead.sh [--smoke] [concurrencies] [requests per client]
 source "$(dirname "$0")/lib.sh"
 if [[ $SMOKE == 1 ]]; then
@@ -18,7 +19,7 @@ else
     LEVELS=${1:-"1 50 200"} PER_CLIENT=${2:-10}
 fi
 build_all
-start_doubles --embed-ms 20 --search-ms 10 --first-token-ms 50 --token-ms 5
+start_doubles --embed-ms 20 --search-ms 10 --first-token-ms 50 --token-ms 5 --answer-words "${ANSWER_WORDS:-0}"
 # shellcheck disable=SC2046
 env $(doubles_env) DATA_DIR="$TMP/ingest" RUST_LOG=warn "$HOST" ingest --target qdrant --json book/docs >"$TMP/ingest.json"
 PORT=$(free_port)
@@ -26,7 +27,7 @@ PORT=$(free_port)
 start_runner "$PORT" "$TMP/data" $(doubles_env) MAX_CONCURRENT_REQUESTS=512 ${RUNNER_ENV:-}
 
 machine
-echo "doubles: embed 20 ms, search 10 ms, first token 50 ms, then 5 ms per token"
+echo "doubles: embed 20 ms, search 10 ms, first token 50 ms, then 5 ms per token${ANSWER_WORDS:+, answers of $ANSWER_WORDS words}"
 QUERY="How does a humanoid robot keep its balance?"
 row() { # name, key-value output
     awk -v name="$1" '{v[$1] = $2} END {

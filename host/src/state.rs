@@ -15,6 +15,12 @@ use crate::sqlite::Sqlite;
 use crate::stdio::GuestLog;
 use crate::variables::ComponentVariables;
 
+/// Resources (fields, requests, streams, pollables, connections...) one request's guest may
+/// hold at once. They live in host memory, outside the guest's memory limit, so a guest that
+/// leaks them would otherwise grow the runner without bound; the guest that asks for one more
+/// traps, which fails its request only. Our components hold a few dozen.
+pub const MAX_GUEST_RESOURCES: usize = 1024;
+
 /// Everything about a component that is fixed at start-up.
 #[derive(Debug)]
 pub struct ComponentConfig {
@@ -58,6 +64,8 @@ impl RequestState {
             allowed: component.allowed_hosts.clone(),
             client: services.outbound.clone(),
         };
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_GUEST_RESOURCES);
         Self {
             limits: GuestLimits::new(
                 StoreLimitsBuilder::new()
@@ -66,7 +74,7 @@ impl RequestState {
                     .trap_on_grow_failure(false)
                     .build(),
             ),
-            table: ResourceTable::new(),
+            table,
             sqlite_connections_held: 0,
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),

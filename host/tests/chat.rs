@@ -533,6 +533,40 @@ async fn streamed_answer_sends_sources_deltas_then_done() {
     assert_eq!(&stored[1].sources, sources);
 }
 
+/// Every token of a streamed answer waits under the stream's idle timeout. The timer used to
+/// subscribe to the clock again on each poll, and Spin's executor keeps a subscription until it
+/// is ready, so each token left one behind: an answer longer than the runner's cap on a
+/// request's resources then failed mid-stream (and, before the cap, every token polled all of
+/// the earlier subscriptions).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_long_streamed_answer_holds_no_resource_per_token() {
+    let (server, doubles) = start_with_doubles(&[]).await;
+    let words = host::state::MAX_GUEST_RESOURCES + 500;
+    let answer = (1..=words)
+        .map(|n| format!("word{n}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    doubles.set_chat_answer(answer.clone());
+    // Paced, so that each token is waited for on its own.
+    doubles.set_stream_pacing(Duration::ZERO, Duration::from_millis(1));
+    let streamed = post_chat_streamed(
+        &server,
+        json!({"query": ZMP_QUESTION, "stream": true}),
+        None,
+    )
+    .await;
+    assert_eq!(streamed.status, 200);
+    let names = streamed.names();
+    assert_eq!(
+        names.last(),
+        Some(&"done"),
+        "{:?}",
+        &names[names.len().saturating_sub(3)..]
+    );
+    assert_eq!(names.iter().filter(|n| **n == "delta").count(), words);
+    assert_eq!(streamed.text(), answer);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn accept_header_asks_for_a_stream() {
     let (server, _doubles) = start_with_doubles(&[]).await;

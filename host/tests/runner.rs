@@ -328,6 +328,26 @@ async fn memory_past_the_cap_fails_the_request_only() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn resources_past_the_cap_fail_the_request_only() {
+    let runner = Runner::start(&[]);
+    let (status, body) = json(
+        reqwest::get(runner.url("/guest/hoard-resources"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 500);
+    assert_eq!(body["error"]["code"], "component_failed");
+    assert_eq!(
+        reqwest::get(runner.url("/guest/ok"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn outbound_requests_follow_the_allow_list() {
     let mut runner = Runner::start(&[]);
     // Allowed: the runner itself (its origin is the guest's only allowed host).

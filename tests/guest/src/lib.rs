@@ -112,6 +112,13 @@ async fn handle(request: Request) -> impl IntoResponse {
                 std::hint::black_box(&hoard);
             }
         }
+        "hoard-resources" => {
+            let mut hoard = Vec::new();
+            loop {
+                hoard.push(spin_sdk::http::Fields::new());
+                std::hint::black_box(&hoard);
+            }
+        }
         "slow" => {
             let ms = query_param(&request, "ms")
                 .and_then(|v| v.parse().ok())

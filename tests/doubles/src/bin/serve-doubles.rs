@@ -40,6 +40,10 @@ struct Args {
     /// Streamed chat: each further content token this many ms after the one before.
     #[arg(long, default_value_t = 0)]
     token_ms: u64,
+    /// Chat answers of this many words (one streamed token each) instead of the answer derived
+    /// from the prompt; 0 keeps the derived one.
+    #[arg(long, default_value_t = 0)]
+    answer_words: usize,
 }
 
 #[tokio::main]
@@ -72,6 +76,12 @@ async fn main() {
     }
     if args.first_token_ms > 0 || args.token_ms > 0 {
         doubles.set_stream_pacing(ms(args.first_token_ms), ms(args.token_ms));
+    }
+    if args.answer_words > 0 {
+        let words: Vec<String> = (1..=args.answer_words)
+            .map(|n| format!("word{n}"))
+            .collect();
+        doubles.set_chat_answer(words.join(" "));
     }
     println!("listening {}", doubles.base_url());
     wait_for_signal().await;
