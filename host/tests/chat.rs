@@ -542,11 +542,7 @@ async fn streamed_answer_sends_sources_deltas_then_done() {
 async fn a_long_streamed_answer_holds_no_resource_per_token() {
     let (server, doubles) = start_with_doubles(&[]).await;
     let words = host::state::MAX_GUEST_RESOURCES + 500;
-    let answer = (1..=words)
-        .map(|n| format!("word{n}"))
-        .collect::<Vec<_>>()
-        .join(" ");
-    doubles.set_chat_answer(answer.clone());
+    let answer = doubles.set_chat_answer_of_words(words);
     // Paced, so that each token is waited for on its own.
     doubles.set_stream_pacing(Duration::ZERO, Duration::from_millis(1));
     let streamed = post_chat_streamed(

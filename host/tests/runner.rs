@@ -335,7 +335,16 @@ async fn memory_past_the_cap_fails_the_request_only() {
 #[tokio::test(flavor = "multi_thread")]
 async fn resources_past_the_cap_fail_the_request_only() {
     let runner = Runner::start(&[]);
-    fails_its_request_only(&runner, "/guest/hoard-resources").await;
+    let cap = host::state::MAX_GUEST_RESOURCES;
+    // Well below the cap (the request itself holds a few): served.
+    let below = reqwest::get(runner.url(&format!("/guest/hoard-resources?count={}", cap / 2)))
+        .await
+        .unwrap();
+    assert_eq!(below.status(), 200);
+    assert_eq!(below.text().await.unwrap(), (cap / 2).to_string());
+    // As many as the cap, on top of the request's own: one too many. wasmtime's own default
+    // (a million) would have served this.
+    fails_its_request_only(&runner, &format!("/guest/hoard-resources?count={cap}")).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -329,6 +329,17 @@ impl Doubles {
         self.shared.lock().chat_answer = Some(answer.into());
     }
 
+    /// Replaces the chat double's answer with `words` distinct words ("word1 word2 ..."), each
+    /// one streamed token; returns the answer.
+    pub fn set_chat_answer_of_words(&self, words: usize) -> String {
+        let answer = (1..=words)
+            .map(|n| format!("word{n}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        self.set_chat_answer(answer.clone());
+        answer
+    }
+
     /// Points stored in `collection` (0 if it does not exist).
     pub fn point_count(&self, collection: &str) -> usize {
         self.shared

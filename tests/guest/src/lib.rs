@@ -113,11 +113,11 @@ async fn handle(request: Request) -> impl IntoResponse {
             }
         }
         "hoard-resources" => {
-            let mut hoard = Vec::new();
-            loop {
-                hoard.push(spin_sdk::http::Fields::new());
-                std::hint::black_box(&hoard);
-            }
+            let count: usize = query_param(&request, "count")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(usize::MAX);
+            let hoard: Vec<_> = (0..count).map(|_| spin_sdk::http::Fields::new()).collect();
+            text(200, hoard.len().to_string())
         }
         "slow" => {
             let ms = query_param(&request, "ms")

@@ -78,10 +78,7 @@ async fn main() {
         doubles.set_stream_pacing(ms(args.first_token_ms), ms(args.token_ms));
     }
     if args.answer_words > 0 {
-        let words: Vec<String> = (1..=args.answer_words)
-            .map(|n| format!("word{n}"))
-            .collect();
-        doubles.set_chat_answer(words.join(" "));
+        doubles.set_chat_answer_of_words(args.answer_words);
     }
     println!("listening {}", doubles.base_url());
     wait_for_signal().await;
