@@ -8,7 +8,13 @@ use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::sync::Mutex;
+
+/// Held while this process writes an executable and while it starts one. A child forked by
+/// another test thread inherits, until its own exec, every file this process has open for
+/// writing; executing such a file then fails with "Text file busy" (ETXTBSY).
+static EXECUTABLES: Mutex<()> = Mutex::new(());
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -29,6 +35,9 @@ impl Checkout {
     fn new(spin_version: &str) -> Self {
         let root = tempfile::tempdir().unwrap();
         let repo = workspace();
+        let _writing = EXECUTABLES
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         fs::create_dir(root.path().join("scripts")).unwrap();
         for file in ["spin.toml", "runtime-config.toml", "scripts/spin-up"] {
             fs::copy(repo.join(file), root.path().join(file)).unwrap();
@@ -61,7 +70,18 @@ impl Checkout {
         for (name, value) in env {
             command.env(name, value);
         }
-        command.output().unwrap()
+        let child = {
+            let _starting = EXECUTABLES
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            command
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        child.wait_with_output().unwrap()
     }
 
     /// The recorded call: its arguments and the variables it saw.
