@@ -11,9 +11,10 @@ use rag_core::store::{self, MessageStatus, Role, SessionStore, StoreError, Turn}
 
 /// The session one question belongs to. In a session the request names, the user's turn is
 /// stored at once. A request that names none stores nothing until its answer is ready: then
-/// the new session, and the question with the answer in one statement. So nothing stands
-/// between a first question and its retrieval, a keyless chat costs one write fewer, and a
-/// chat that fails before answering leaves nothing behind (see
+/// the new session with the question and the answer, in one write statement. So nothing stands
+/// between a first question and its retrieval, a first question costs one write transaction
+/// (on PostgreSQL one round trip), and a chat that fails before answering leaves nothing
+/// behind (see
 /// [`SessionStore::start_session_with_exchange`]).
 ///
 /// Each write takes a database connection only for itself: a streamed answer can take minutes,

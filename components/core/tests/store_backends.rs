@@ -268,6 +268,7 @@ backend_tests!(
     append_order_and_pagination,
     an_exchange_is_stored_question_first_or_not_at_all,
     a_first_exchange_starts_its_session_or_leaves_none,
+    a_first_exchange_never_joins_a_taken_session,
     update_message_rewrites_a_streamed_answer,
     feedback_is_replaced,
     recent_turns_fit_the_budget,
@@ -581,7 +582,10 @@ fn version_1_sessions_are_rekeyed_or_retired<B: Backend>(backend: &B) {
         .unwrap();
     }
 
-    assert_eq!(ensure_schema(&db).unwrap(), SchemaStatus::Migrated(vec![2]));
+    assert_eq!(
+        ensure_schema(&db).unwrap(),
+        SchemaStatus::Migrated((2..=LATEST_SCHEMA_VERSION).collect())
+    );
     let store = SessionStore::new(&db);
     for (id, answer) in [issued_by_session_endpoint, issued_by_chat]
         .into_iter()
@@ -769,6 +773,56 @@ fn a_first_exchange_starts_its_session_or_leaves_none<B: Backend>(backend: &B) {
         .get_session("failed-exchange", 10, None)
         .unwrap()
         .is_none());
+}
+
+/// A first exchange whose freshly drawn id belongs to a stored session (which 132 random bits
+/// never draw, but a broken random source might) goes under the next draw: the stored session
+/// gains nothing, and after three taken draws nothing is stored at all.
+fn a_first_exchange_never_joins_a_taken_session<B: Backend>(backend: &B) {
+    let db = ready(backend);
+    let store = SessionStore::new(&db);
+    store.create_session("taken").unwrap();
+    let messages_of = |id: &str| {
+        count(
+            &db,
+            "SELECT COUNT(*) AS n FROM messages WHERE session_id = $1",
+            &[session_key(id).into()],
+        )
+    };
+    let mut draws = ["taken".to_owned(), "fresh".to_owned()].into_iter();
+    let (session, answer) = store
+        .start_session_with_exchange(
+            || draws.next().unwrap(),
+            "q",
+            "a partial answer",
+            "[{\"title\":\"t\"}]",
+            MessageStatus::Incomplete,
+        )
+        .unwrap();
+    assert_eq!(session.id, "fresh");
+    assert_timestamp(&session.created_at);
+    assert_timestamp(&answer.created_at);
+    assert_eq!(messages_of("taken"), 0);
+    let page = store.get_session("fresh", 10, None).unwrap().unwrap();
+    assert_eq!(page.messages.len(), 2);
+    assert_eq!(page.messages[1].id, answer.id);
+    assert_eq!(page.messages[1].status, MessageStatus::Incomplete);
+    assert_eq!(page.messages[1].sources, "[{\"title\":\"t\"}]");
+    assert_eq!(page.messages[0].status, MessageStatus::Complete);
+
+    let refused = store.start_session_with_exchange(
+        || "taken".to_owned(),
+        "q",
+        "a",
+        "[]",
+        MessageStatus::Complete,
+    );
+    assert!(
+        matches!(refused, Err(StoreError::Conflict(_))),
+        "{refused:?}"
+    );
+    assert_eq!(messages_of("taken"), 0);
+    assert_eq!(count(&db, "SELECT COUNT(*) AS n FROM sessions", &[]), 2);
 }
 
 fn append_order_and_pagination<B: Backend>(backend: &B) {

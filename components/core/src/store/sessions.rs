@@ -341,28 +341,108 @@ impl<'a, D: Database + ?Sized> SessionStore<'a, D> {
     }
 
     /// Starts a session (as [`start_session`](Self::start_session)) holding its first
-    /// question and answer ([`append_exchange`](Self::append_exchange)): two statements, not a
-    /// transaction, because a transaction costs an SQLite guest a thread hand-off per
-    /// statement. If the exchange cannot be stored the session is deleted again, so no session
-    /// is left that nobody holds the id of.
+    /// question and answer (as [`append_exchange`](Self::append_exchange)), in one write
+    /// statement: a first question costs one write transaction, not two (on PostgreSQL one
+    /// round trip). Nothing is stored when it fails.
     pub fn start_session_with_exchange(
         &self,
-        issue_id: impl FnMut() -> String,
+        mut issue_id: impl FnMut() -> String,
         question: &str,
         answer: &str,
         sources_json: &str,
         status: MessageStatus,
     ) -> Result<(Session, MessageRecord), StoreError> {
-        let session = self.start_session(issue_id)?;
-        match self.append_exchange(&session.id, question, answer, sources_json, status) {
-            Ok(record) => Ok((session, record)),
-            Err(error) => {
-                // The exchange's failure is the one to report; a failed delete leaves an empty
-                // session whose id never reached anyone.
-                let _ = self.delete_session(&session.id);
-                Err(error)
+        reject_nul("content", question)?;
+        reject_nul("content", answer)?;
+        reject_nul("sources", sources_json)?;
+        const ATTEMPTS: usize = 3;
+        let mut attempt = 1;
+        loop {
+            let id = issue_id();
+            reject_nul("session_id", &id)?;
+            match self.insert_session_with_exchange(&id, question, answer, sources_json, status) {
+                Err(StoreError::Conflict(_)) if attempt < ATTEMPTS => attempt += 1,
+                outcome => return outcome,
             }
         }
+    }
+
+    fn insert_session_with_exchange(
+        &self,
+        id: &str,
+        question: &str,
+        answer: &str,
+        sources_json: &str,
+        status: MessageStatus,
+    ) -> Result<(Session, MessageRecord), StoreError> {
+        let key = session_key(id);
+        let rows = match self.dialect() {
+            // Rows are inserted in the ORDER BY's order, so the question gets the lower id.
+            Dialect::Postgres => self.query(
+                "WITH new_session AS ( \
+                     INSERT INTO sessions (id) VALUES ($1) ON CONFLICT (id) DO NOTHING \
+                     RETURNING id, created_at \
+                 ), new_messages AS ( \
+                     INSERT INTO messages (session_id, role, content, sources, status) \
+                     SELECT s.id, t.role, t.content, t.sources, t.status FROM new_session s, ( \
+                         SELECT 1 AS turn, 'user' AS role, CAST($2 AS TEXT) AS content, \
+                             '[]' AS sources, 'complete' AS status \
+                         UNION ALL \
+                         SELECT 2, 'assistant', CAST($3 AS TEXT), CAST($4 AS TEXT), CAST($5 AS TEXT) \
+                     ) t ORDER BY t.turn \
+                     RETURNING id, role, created_at \
+                 ) \
+                 SELECT s.created_at AS session_created_at, m.id, m.created_at \
+                 FROM new_session s, new_messages m WHERE m.role = 'assistant'",
+                &[
+                    key.into(),
+                    question.into(),
+                    answer.into(),
+                    sources_json.into(),
+                    status.as_str().into(),
+                ],
+            )?,
+            // SQLite cannot return rows from an insert into a view; the read after it is
+            // cheaper than a second write transaction.
+            Dialect::Sqlite => {
+                let inserted = self.execute(
+                    "INSERT INTO session_starts (session_id, question, answer, sources, status) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                    &[
+                        key.as_str().into(),
+                        question.into(),
+                        answer.into(),
+                        sources_json.into(),
+                        status.as_str().into(),
+                    ],
+                );
+                match inserted {
+                    Err(StoreError::Query(message)) if message.contains("session id taken") => {
+                        return Err(StoreError::Conflict("the new session id is taken".into()))
+                    }
+                    other => other?,
+                };
+                self.query(
+                    "SELECT s.created_at AS session_created_at, m.id, m.created_at \
+                     FROM sessions s JOIN messages m ON m.session_id = s.id \
+                     WHERE s.id = $1 AND m.role = 'assistant'",
+                    &[key.into()],
+                )?
+            }
+        };
+        let row = rows
+            .first()
+            .ok_or_else(|| StoreError::Conflict("the new session id is taken".into()))?;
+        Ok((
+            Session {
+                id: id.to_owned(),
+                created_at: row.text("session_created_at")?,
+            },
+            MessageRecord {
+                id: row.integer("id")?,
+                created_at: row.text("created_at")?,
+            },
+        ))
     }
 
     /// Replaces a message's text, sources and status (a streamed answer is saved as it grows,
