@@ -135,7 +135,8 @@ pub const MIGRATIONS: &[Migration] = &[
         // PostgreSQL does the same with a data-modifying WITH; SQLite has none, and a trigger
         // on a view is its way to write two tables in one statement (one write transaction
         // instead of two; see `SessionStore::start_session_with_exchange`). The view has no
-        // rows: it exists to be inserted into. A taken id fails the whole statement.
+        // rows: it exists to be inserted into. A taken id fails the whole statement with the
+        // message `sessions.rs` recognises (`SQLITE_ID_TAKEN`).
         postgres: &[],
         sqlite: &[
             "CREATE VIEW session_starts (session_id, question, answer, sources, status) AS \

@@ -166,25 +166,13 @@ impl<'a, D: Database + ?Sized> SessionStore<'a, D> {
                 id: id.to_owned(),
                 created_at: row.text("created_at")?,
             }),
-            None => Err(StoreError::Conflict("the new session id is taken".into())),
+            None => Err(id_taken()),
         }
     }
 
-    /// Starts a session under an id from `issue_id`, drawing again should one be taken: with
-    /// 132 random bits that never happens, and the bound keeps a broken random source from
-    /// looping forever.
-    pub fn start_session(
-        &self,
-        mut issue_id: impl FnMut() -> String,
-    ) -> Result<Session, StoreError> {
-        const ATTEMPTS: usize = 3;
-        let mut attempt = 1;
-        loop {
-            match self.create_session(&issue_id()) {
-                Err(StoreError::Conflict(_)) if attempt < ATTEMPTS => attempt += 1,
-                outcome => return outcome,
-            }
-        }
+    /// Starts a session under an id from `issue_id` (see [`under_fresh_id`]).
+    pub fn start_session(&self, issue_id: impl FnMut() -> String) -> Result<Session, StoreError> {
+        under_fresh_id(issue_id, |id| self.create_session(id))
     }
 
     /// A page of the session's history, or `None` if there is no such session: at most `limit`
@@ -346,7 +334,7 @@ impl<'a, D: Database + ?Sized> SessionStore<'a, D> {
     /// round trip). Nothing is stored when it fails.
     pub fn start_session_with_exchange(
         &self,
-        mut issue_id: impl FnMut() -> String,
+        issue_id: impl FnMut() -> String,
         question: &str,
         answer: &str,
         sources_json: &str,
@@ -355,16 +343,9 @@ impl<'a, D: Database + ?Sized> SessionStore<'a, D> {
         reject_nul("content", question)?;
         reject_nul("content", answer)?;
         reject_nul("sources", sources_json)?;
-        const ATTEMPTS: usize = 3;
-        let mut attempt = 1;
-        loop {
-            let id = issue_id();
-            reject_nul("session_id", &id)?;
-            match self.insert_session_with_exchange(&id, question, answer, sources_json, status) {
-                Err(StoreError::Conflict(_)) if attempt < ATTEMPTS => attempt += 1,
-                outcome => return outcome,
-            }
-        }
+        under_fresh_id(issue_id, |id| {
+            self.insert_session_with_exchange(id, question, answer, sources_json, status)
+        })
     }
 
     fn insert_session_with_exchange(
@@ -417,8 +398,8 @@ impl<'a, D: Database + ?Sized> SessionStore<'a, D> {
                     ],
                 );
                 match inserted {
-                    Err(StoreError::Query(message)) if message.contains("session id taken") => {
-                        return Err(StoreError::Conflict("the new session id is taken".into()))
+                    Err(StoreError::Query(message)) if message.contains(SQLITE_ID_TAKEN) => {
+                        return Err(id_taken())
                     }
                     other => other?,
                 };
@@ -430,9 +411,7 @@ impl<'a, D: Database + ?Sized> SessionStore<'a, D> {
                 )?
             }
         };
-        let row = rows
-            .first()
-            .ok_or_else(|| StoreError::Conflict("the new session id is taken".into()))?;
+        let row = rows.first().ok_or_else(id_taken)?;
         Ok((
             Session {
                 id: id.to_owned(),
@@ -533,6 +512,32 @@ impl<'a, D: Database + ?Sized> SessionStore<'a, D> {
                 })
             })
             .collect()
+    }
+}
+
+/// What the trigger of schema version 3 raises when the drawn session id is taken.
+const SQLITE_ID_TAKEN: &str = "session id taken";
+
+fn id_taken() -> StoreError {
+    StoreError::Conflict("the new session id is taken".into())
+}
+
+/// Runs `create` under an id from `issue_id`, drawing again should one be taken
+/// ([`StoreError::Conflict`]): with 132 random bits that never happens, and the bound keeps a
+/// broken random source from looping forever.
+fn under_fresh_id<T>(
+    mut issue_id: impl FnMut() -> String,
+    mut create: impl FnMut(&str) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    const ATTEMPTS: usize = 3;
+    let mut attempt = 1;
+    loop {
+        let id = issue_id();
+        reject_nul("session_id", &id)?;
+        match create(&id) {
+            Err(StoreError::Conflict(_)) if attempt < ATTEMPTS => attempt += 1,
+            outcome => return outcome,
+        }
     }
 }
 
