@@ -153,13 +153,8 @@ fn tokens(text: &str) -> impl Iterator<Item = &str> + '_ {
 /// A token lower-cased, unless it is a stop word or a single letter.
 fn word(token: &str) -> Option<String> {
     let word = token.to_lowercase();
-    carries_meaning(&word).then_some(word)
-}
-
-/// Whether a lower-cased token is kept: not empty, not a stop word, not a single letter.
-fn carries_meaning(word: &str) -> bool {
     let single_letter = word.chars().count() == 1 && !word.chars().all(char::is_numeric);
-    !word.is_empty() && !single_letter && !is_stop_word(word)
+    (!word.is_empty() && !single_letter && !is_stop_word(&word)).then_some(word)
 }
 
 /// The lower-cased words of `text` that carry meaning, in order, duplicates kept.
@@ -205,8 +200,6 @@ impl<'a> StemMatcher<'a> {
     /// Calls `found` with the index in `stems` of the stem of each word of `text` ([`words`])
     /// that has one of them, in text order.
     pub fn for_each_match(&self, text: &str, mut found: impl FnMut(usize)) {
-        // One buffer for every token's lower-case form, instead of a string per token.
-        let mut word = String::new();
         for token in tokens(text) {
             let Some(first) = token.chars().next() else {
                 continue;
@@ -220,15 +213,7 @@ impl<'a> StemMatcher<'a> {
             {
                 continue;
             }
-            word.clear();
-            if token.is_ascii() {
-                word.extend(token.chars().map(|c| c.to_ascii_lowercase()));
-            } else {
-                word.push_str(&token.to_lowercase());
-            }
-            if !carries_meaning(&word) {
-                continue;
-            }
+            let Some(word) = word(token) else { continue };
             let stem = self.stemmer.stem(&word);
             if let Ok(index) = self.stems.binary_search_by(|s| s.as_str().cmp(&stem)) {
                 found(index);
