@@ -851,6 +851,19 @@ mod tests {
         .unwrap();
     }
 
+    /// Writes to `notes` directly (no checkpoint follows) until the WAL is past its bound.
+    fn fill_wal_past_the_bound(lease: &Lease) {
+        let body = "x".repeat(64 * 1024);
+        while !lease.wal_needs_bounding() {
+            run(
+                lease.connection(),
+                "INSERT INTO notes (body) VALUES (?1)",
+                &[SqlValue::Text(body.clone())],
+            )
+            .unwrap();
+        }
+    }
+
     #[tokio::test]
     async fn one_statement_at_a_time_bounds_the_wal() {
         let (_dir, sqlite) = sqlite();
@@ -858,15 +871,7 @@ mod tests {
         let first = sqlite.lease("default", Turn::Wait).await.unwrap();
         let second = sqlite.lease("default", Turn::Wait).await.unwrap();
         assert!(first.claim_checkpoint().is_none(), "the WAL is small");
-        let body = "x".repeat(64 * 1024);
-        while !first.wal_needs_bounding() {
-            run(
-                first.connection(),
-                "INSERT INTO notes (body) VALUES (?1)",
-                &[SqlValue::Text(body.clone())],
-            )
-            .unwrap();
-        }
+        fill_wal_past_the_bound(&first);
         let turn = first.claim_checkpoint().expect("past the bound");
         assert!(
             second.claim_checkpoint().is_none(),
@@ -903,15 +908,7 @@ mod tests {
             .execute_batch("BEGIN; SELECT count(*) FROM notes;")
             .unwrap();
         let lease = sqlite.lease("default", Turn::Wait).await.unwrap();
-        let body = "x".repeat(64 * 1024);
-        while !lease.wal_needs_bounding() {
-            run(
-                lease.connection(),
-                "INSERT INTO notes (body) VALUES (?1)",
-                &[SqlValue::Text(body.clone())],
-            )
-            .unwrap();
-        }
+        fill_wal_past_the_bound(&lease);
         let lease = Arc::new(Mutex::new(lease));
 
         guest_statement(&lease, "INSERT INTO notes (body) VALUES ('past the bound')").await;
