@@ -485,7 +485,7 @@ impl Lease {
         match result {
             Err(err) if gave_way(&err) => None,
             _ if restored.is_err() => None,
-            result => Some(result.map_err(io_error)),
+            result => Some(result.map_err(statement_error)),
         }
     }
 
@@ -501,7 +501,7 @@ impl Lease {
             .plan(statement)?
             .needs_gate
             .then(|| self.database.write_gate());
-        run(&self.pooled().conn, statement, parameters).map_err(io_error)
+        run(&self.pooled().conn, statement, parameters).map_err(statement_error)
     }
 
     fn wal_needs_bounding(&self) -> bool {
@@ -703,6 +703,17 @@ fn valid_label(name: &str) -> bool {
 
 fn io_error(err: impl std::fmt::Display) -> Error {
     Error::Io(err.to_string())
+}
+
+/// A failed statement as the guest sees it: a full disk (`SQLITE_FULL`) is the interface's own
+/// `database-full`, so that components can tell it from a broken statement (and answer
+/// `storage_full` rather than `database_error`); anything else is `io` with SQLite's message.
+fn statement_error(err: rusqlite::Error) -> Error {
+    if err.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+        tracing::error!("SQLite: {err}; writes fail until space is freed");
+        return Error::DatabaseFull;
+    }
+    io_error(err)
 }
 
 type SqlValue = rusqlite::types::Value;
@@ -937,6 +948,55 @@ mod tests {
             guest_statement(&lease, "INSERT INTO notes (body) VALUES ('again')").await;
         }
         assert!(truncated, "the WAL stayed past the bound");
+    }
+
+    #[tokio::test]
+    async fn a_full_database_is_the_interfaces_database_full_and_reads_go_on() {
+        let (_dir, sqlite) = sqlite();
+        with_table(&sqlite).await;
+        let lease = sqlite.lease("default", Turn::Wait).await.unwrap();
+        // SQLite's page limit fails a write exactly as a full disk does (`SQLITE_FULL`).
+        let pages = integer(&lease, "PRAGMA page_count");
+        rows(&lease, &format!("PRAGMA max_page_count = {}", pages + 2)).unwrap();
+        let insert = "INSERT INTO notes (body) VALUES (randomblob(3000))";
+        let lease = Arc::new(Mutex::new(lease));
+        let mut full = None;
+        for _ in 0..10 {
+            match execute(lease.clone(), insert.to_string(), Vec::new())
+                .await
+                .unwrap()
+            {
+                Ok(_) => continue,
+                Err(err) => {
+                    full = Some(err);
+                    break;
+                }
+            }
+        }
+        assert!(
+            matches!(full, Some(Error::DatabaseFull)),
+            "on the async worker: {full:?}"
+        );
+        // The same on a blocking thread, where a statement goes when it must wait.
+        let waited = lease.lock().unwrap().run_waiting(insert, &[]);
+        assert!(
+            matches!(waited, Err(Error::DatabaseFull)),
+            "on a blocking thread: {waited:?}"
+        );
+        let counted = guest_statement(&lease, "SELECT count(*) FROM notes").await;
+        assert!(matches!(counted.rows[0].values[..], [Value::Integer(n)] if n >= 1));
+        // Any other failure stays `io` with SQLite's message.
+        let broken = execute(
+            lease.clone(),
+            "INSERT INTO nowhere VALUES (1)".into(),
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+        assert!(
+            matches!(&broken, Err(Error::Io(message)) if message.contains("no such table")),
+            "{broken:?}"
+        );
     }
 
     /// Another thread takes the write gate and holds it until `until` returns; returns once

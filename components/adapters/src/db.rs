@@ -1,7 +1,7 @@
 //! The databases behind [`rag_core::store::Database`]: PostgreSQL through `spin:postgres@4.0.0`
 //! when `database_url` is set, else Spin's embedded SQLite database `default`.
 
-use rag_core::store::{Database, Dialect, Rows, SqlValue, StoreError};
+use rag_core::store::{Database, Dialect, Rows, SqlValue, StoreError, SQLSTATE_DISK_FULL};
 use spin_sdk::{pg4, sqlite3};
 
 pub enum Db {
@@ -31,6 +31,11 @@ impl Db {
 fn pg_error(err: pg4::PgError) -> StoreError {
     match err {
         pg4::PgError::ConnectionFailed(message) => StoreError::Unavailable(message),
+        pg4::PgError::QueryFailed(pg4::QueryError::DbError(db))
+            if db.code == SQLSTATE_DISK_FULL =>
+        {
+            StoreError::Full(format!("{}: {}", db.code, db.message))
+        }
         pg4::PgError::QueryFailed(pg4::QueryError::DbError(db)) => {
             StoreError::Query(format!("{}: {}", db.code, db.message))
         }
@@ -55,6 +60,7 @@ fn sqlite_error(err: sqlite3::Error) -> StoreError {
             StoreError::Unavailable(text)
         }
         sqlite3::Error::Io(text) => StoreError::Query(text),
+        sqlite3::Error::DatabaseFull => StoreError::Full("database or disk is full".into()),
         other => StoreError::Unavailable(format!("{other:?}")),
     }
 }

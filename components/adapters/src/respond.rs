@@ -38,7 +38,10 @@ pub fn error_allowing(error: &ApiError, allow: &str) -> Response {
 /// A storage failure as a client sees it ([`ApiError::from_store`]: the stable code, a fixed
 /// message); what the database said is logged for the operator, with the request id.
 pub fn store_failure(component: &str, failure: &StoreError) -> ApiError {
-    if matches!(failure, StoreError::Unavailable(_) | StoreError::Query(_)) {
+    if matches!(
+        failure,
+        StoreError::Unavailable(_) | StoreError::Query(_) | StoreError::Full(_)
+    ) {
         crate::log::failure(component, failure);
     }
     ApiError::from_store(failure)

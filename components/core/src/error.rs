@@ -125,6 +125,11 @@ impl ApiError {
                 failure.code(),
                 "the database could not complete the request",
             ),
+            StoreError::Full(_) => Self::new(
+                failure.status(),
+                failure.code(),
+                "the server's storage is full, so nothing can be saved; try again later",
+            ),
             // Written for clients by the store itself, never holding ids or database text.
             StoreError::Conflict(message) | StoreError::NotFound(message) => {
                 Self::new(failure.status(), failure.code(), message.clone())
@@ -236,6 +241,7 @@ mod tests {
                 "database_unavailable",
             ),
             (StoreError::Query(secret.into()), 500, "database_error"),
+            (StoreError::Full(secret.into()), 503, "storage_full"),
         ] {
             let error = ApiError::from_store(&failure);
             assert_eq!((error.status, error.code), (status, code));

@@ -26,9 +26,29 @@ impl Runner {
         variables: &[(&str, String)],
         env: &[(&str, &str)],
     ) -> Runner {
+        Self::start_wrapped(&[], data_dir, variables, env).await
+    }
+
+    /// As [`Runner::start_with_env`], with `host serve` run by `wrapper` (a program and its
+    /// arguments, which must end by executing the command appended to them), so that the
+    /// runner's process id is the wrapper's.
+    pub async fn start_wrapped(
+        wrapper: &[&str],
+        data_dir: &Path,
+        variables: &[(&str, String)],
+        env: &[(&str, &str)],
+    ) -> Runner {
         let port = super::free_port();
         let log = data_dir.join(format!("runner-{port}.log"));
-        let mut command = Command::new(env!("CARGO_BIN_EXE_host"));
+        let host = env!("CARGO_BIN_EXE_host");
+        let mut command = match wrapper {
+            [] => Command::new(host),
+            [program, arguments @ ..] => {
+                let mut command = Command::new(program);
+                command.args(arguments).arg(host);
+                command
+            }
+        };
         command
             .arg("serve")
             .env_clear()

@@ -213,6 +213,10 @@ impl Dialect {
     }
 }
 
+/// PostgreSQL's SQLSTATE for a full disk (`disk_full`), which hosted PostgreSQL (Neon, say) also
+/// raises when a project reaches its storage limit.
+pub const SQLSTATE_DISK_FULL: &str = "53100";
+
 /// Why a storage operation failed. Messages never carry connection strings or passwords:
 /// adapters report what failed, not where they connected.
 #[derive(Debug, Clone, PartialEq)]
@@ -221,6 +225,9 @@ pub enum StoreError {
     Unavailable(String),
     /// A statement failed (500 `database_error`).
     Query(String),
+    /// The database's disk (or, on a hosted PostgreSQL, its storage quota) is full, so nothing
+    /// can be written until the operator frees space; reads still work (503 `storage_full`).
+    Full(String),
     /// The row already exists, e.g. creating a session under a taken id (409 `conflict`).
     /// Messages of this variant and of `NotFound` are written for clients and never hold ids.
     Conflict(String),
@@ -236,6 +243,7 @@ impl StoreError {
         match self {
             StoreError::Unavailable(_) => 503,
             StoreError::Query(_) => 500,
+            StoreError::Full(_) => 503,
             StoreError::Conflict(_) => 409,
             StoreError::NotFound(_) => 404,
             StoreError::Invalid(_) => 400,
@@ -247,6 +255,7 @@ impl StoreError {
         match self {
             StoreError::Unavailable(_) => "database_unavailable",
             StoreError::Query(_) => "database_error",
+            StoreError::Full(_) => "storage_full",
             StoreError::Conflict(_) => "conflict",
             StoreError::NotFound(_) => "not_found",
             StoreError::Invalid(_) => "invalid_request",
@@ -259,6 +268,7 @@ impl fmt::Display for StoreError {
         match self {
             StoreError::Unavailable(message) => write!(f, "database unavailable: {message}"),
             StoreError::Query(message) => write!(f, "database error: {message}"),
+            StoreError::Full(message) => write!(f, "database storage full: {message}"),
             StoreError::Conflict(message) => write!(f, "conflict: {message}"),
             StoreError::NotFound(message) => write!(f, "not found: {message}"),
             StoreError::Invalid(error) => write!(f, "{error}"),

@@ -1,0 +1,272 @@
+//! The keyless runner on a disk that fills up: writes answer 503 `storage_full` (JSON, streamed
+//! or not, new conversation or follow-up), reads and `/health` go on, nothing already stored is
+//! lost or half-written, and once space is freed the same server saves again.
+//!
+//! The data folder is a 8 MiB tmpfs mounted in a mount namespace of the runner's own
+//! (`unshare --user --map-root-user --mount`, so no privileges are needed), and the test fills it
+//! through `/proc/PID/root`. Skipped, saying why, where user namespaces are disabled, unless
+//! `TEST_REQUIRE_NAMESPACES` is set (as CI does).
+
+mod support;
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::{json, Value};
+use support::runner::Runner;
+
+/// Mounts the tmpfs on `$DATA_DIR`, copies the book's index in and becomes the runner.
+const MOUNT_AND_SERVE: &str = r#"mount -t tmpfs -o size=8m tmpfs "$DATA_DIR" && cp "$SEED_DB" "$DATA_DIR/default.db" && exec "$@""#;
+
+fn namespaces_or_skip() -> bool {
+    let works = Command::new("unshare")
+        .args(["--user", "--map-root-user", "--mount", "true"])
+        .status()
+        .is_ok_and(|status| status.success());
+    if !works {
+        assert!(
+            std::env::var_os("TEST_REQUIRE_NAMESPACES").is_none(),
+            "`unshare --user --map-root-user --mount` is required but failed"
+        );
+        println!(
+            "skipping: `unshare --user --map-root-user --mount` failed (user namespaces disabled?)"
+        );
+    }
+    works
+}
+
+/// Fills the file system behind `dir` with one file until it refuses more (ENOSPC).
+fn fill(dir: &Path) -> PathBuf {
+    let path = dir.join("filler");
+    let mut file = std::fs::File::create(&path).unwrap();
+    let block = vec![0u8; 64 * 1024];
+    loop {
+        if let Err(err) = file.write_all(&block).and_then(|()| file.sync_data()) {
+            assert_eq!(err.raw_os_error(), Some(28), "not ENOSPC: {err}");
+            return path;
+        }
+    }
+}
+
+async fn chat(client: &reqwest::Client, runner: &Runner, body: Value) -> (u16, Value) {
+    let response = client
+        .post(runner.url("/chat"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+async fn turns(
+    client: &reqwest::Client,
+    runner: &Runner,
+    session_id: &str,
+) -> Vec<(String, String)> {
+    let response = client
+        .get(runner.url(&format!("/session/{session_id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let session: Value = response.json().await.unwrap();
+    session["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["role"].as_str().unwrap().to_owned(),
+                m["content"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn assert_storage_full(status: u16, body: &Value, what: &str) {
+    assert_eq!(status, 503, "{what}: {body}");
+    assert_eq!(body["error"]["code"], "storage_full", "{what}: {body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    for leak in ["/", "disk is full", "SQLite", "default.db"] {
+        assert!(!message.contains(leak), "{what}: {message}");
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_refuses_writes_clearly_keeps_what_was_stored_and_recovers() {
+    if !namespaces_or_skip() {
+        return;
+    }
+    let seed = support::data_dir_with_book_index().await;
+    let data = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let seed_db = seed.path().join("default.db");
+    let seed_db = seed_db.to_str().unwrap();
+    let wrapper = [
+        "unshare",
+        "--user",
+        "--map-root-user",
+        "--mount",
+        "sh",
+        "-c",
+        MOUNT_AND_SERVE,
+        "sh",
+    ];
+    // The log lives outside the tmpfs, which would hide it from this process.
+    let runner = Runner::start_wrapped(
+        &wrapper,
+        logs.path(),
+        &[],
+        &[
+            ("DATA_DIR", data.path().to_str().unwrap()),
+            ("SEED_DB", seed_db),
+        ],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let disk = PathBuf::from(format!("/proc/{}/root", runner.child.id()))
+        .join(data.path().strip_prefix("/").unwrap());
+    assert!(
+        disk.join("default.db").exists(),
+        "the runner's data folder is not visible"
+    );
+
+    let (status, first) = chat(
+        &client,
+        &runner,
+        json!({"query": "What does ZMP stand for?"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{first}");
+    let session_id = first["session_id"].as_str().unwrap().to_owned();
+    let (status, second) = chat(
+        &client,
+        &runner,
+        json!({"query": "How do ROS 2 nodes talk to each other?", "session_id": session_id}),
+    )
+    .await;
+    assert_eq!(status, 200, "{second}");
+    let stored = turns(&client, &runner, &session_id).await;
+    assert_eq!(stored.len(), 4, "{stored:?}");
+
+    let filler = fill(&disk);
+
+    let (status, body) = chat(
+        &client,
+        &runner,
+        json!({"query": "What is a humanoid robot?"}),
+    )
+    .await;
+    assert_storage_full(status, &body, "a new conversation");
+    let (status, body) = chat(
+        &client,
+        &runner,
+        json!({"query": "What is a humanoid robot?", "stream": true}),
+    )
+    .await;
+    assert_storage_full(status, &body, "a new streamed conversation");
+    let (status, body) = chat(
+        &client,
+        &runner,
+        json!({"query": "What is a humanoid robot?", "session_id": session_id}),
+    )
+    .await;
+    assert_storage_full(status, &body, "a follow-up");
+
+    // Reads go on, and the failed turns left nothing behind.
+    assert_eq!(turns(&client, &runner, &session_id).await, stored);
+    let health = client.get(runner.url("/health")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+
+    std::fs::remove_file(filler).unwrap();
+    let (status, third) = chat(
+        &client,
+        &runner,
+        json!({"query": "What is a humanoid robot?", "session_id": session_id}),
+    )
+    .await;
+    assert_eq!(status, 200, "after space was freed: {third}");
+    let after = turns(&client, &runner, &session_id).await;
+    assert_eq!(after.len(), 6, "{after:?}");
+    assert_eq!(after[..4], stored[..]);
+    assert_eq!(
+        after[4],
+        ("user".to_owned(), "What is a humanoid robot?".to_owned())
+    );
+
+    let log = runner.log_text();
+    assert!(
+        log.contains("database or disk is full"),
+        "the operator is not told: {log}"
+    );
+}
+
+/// PostgreSQL says `disk_full` (SQLSTATE 53100) when its disk fills and, on Neon, when a project
+/// reaches its storage limit. A real PostgreSQL raises it here from a trigger, through the wire
+/// protocol and the runner's `spin:postgres` host, as it would for a full disk.
+#[tokio::test]
+async fn postgres_disk_full_answers_storage_full_and_reads_go_on() {
+    let Some(pg) = support::postgres::postgres_or_skip().await else {
+        return;
+    };
+    let data = support::data_dir_with_book_index().await;
+    let runner = Runner::start(data.path(), &[("database_url", pg.url())]).await;
+    let client = reqwest::Client::new();
+    let (status, first) = chat(
+        &client,
+        &runner,
+        json!({"query": "What does ZMP stand for?"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{first}");
+    let session_id = first["session_id"].as_str().unwrap().to_owned();
+    let stored = turns(&client, &runner, &session_id).await;
+    assert_eq!(stored.len(), 2, "{stored:?}");
+
+    let schema = &pg.name;
+    pg.admin
+        .batch_execute(&format!(
+            "CREATE FUNCTION {schema}.disk_full() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+                 RAISE EXCEPTION 'could not extend file: No space left on device' \
+                     USING ERRCODE = 'disk_full'; \
+             END $$; \
+             CREATE TRIGGER disk_full BEFORE INSERT ON {schema}.messages \
+                 FOR EACH ROW EXECUTE FUNCTION {schema}.disk_full();"
+        ))
+        .await
+        .unwrap();
+    let (status, body) = chat(
+        &client,
+        &runner,
+        json!({"query": "What is a humanoid robot?"}),
+    )
+    .await;
+    assert_storage_full(status, &body, "a new conversation");
+    let (status, body) = chat(
+        &client,
+        &runner,
+        json!({"query": "What is a humanoid robot?", "session_id": session_id}),
+    )
+    .await;
+    assert_storage_full(status, &body, "a follow-up");
+    assert_eq!(turns(&client, &runner, &session_id).await, stored);
+
+    pg.admin
+        .batch_execute(&format!("DROP TRIGGER disk_full ON {schema}.messages"))
+        .await
+        .unwrap();
+    let (status, body) = chat(
+        &client,
+        &runner,
+        json!({"query": "What is a humanoid robot?", "session_id": session_id}),
+    )
+    .await;
+    assert_eq!(status, 200, "after space was freed: {body}");
+    assert_eq!(turns(&client, &runner, &session_id).await.len(), 4);
+    let log = runner.log_text();
+    assert!(log.contains("53100"), "the operator is not told: {log}");
+    drop(runner);
+    pg.drop_schema().await;
+}
