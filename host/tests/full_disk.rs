@@ -1,8 +1,9 @@
 //! The keyless runner on a disk that fills up: writes answer 503 `storage_full` (JSON, streamed
 //! or not, new conversation or follow-up), reads and `/health` go on, nothing already stored is
-//! lost or half-written, and once space is freed the same server saves again.
+//! lost or half-written, and once space is freed the same server saves again. A re-index that
+//! fills the disk fails clearly and leaves the old index whole.
 //!
-//! The data folder is a 8 MiB tmpfs mounted in a mount namespace of the runner's own
+//! The data folder is a small tmpfs mounted in a mount namespace of the runner's own
 //! (`unshare --user --map-root-user --mount`, so no privileges are needed), and the test fills it
 //! through `/proc/PID/root`. Skipped, saying why, where user namespaces are disabled, unless
 //! `TEST_REQUIRE_NAMESPACES` is set (as CI does).
@@ -269,4 +270,61 @@ async fn postgres_disk_full_answers_storage_full_and_reads_go_on() {
     assert!(log.contains("53100"), "the operator is not told: {log}");
     drop(runner);
     pg.drop_schema().await;
+}
+
+/// Re-indexing into a data folder whose disk fills up midway fails with a clear message and
+/// leaves the index it was replacing whole: the server would go on answering from it.
+#[test]
+fn an_ingest_that_fills_the_disk_fails_clearly_and_keeps_the_old_index() {
+    if !namespaces_or_skip() {
+        return;
+    }
+    let seed = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(support::data_dir_with_book_index());
+    let seed_db = seed.path().join("default.db");
+    let chunks = |db: &Path| -> i64 {
+        let conn = rusqlite::Connection::open(db).unwrap();
+        let check: String = conn
+            .query_row("PRAGMA integrity_check", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(check, "ok");
+        conn.query_row("SELECT count(*) FROM chunks", [], |row| row.get(0))
+            .unwrap()
+    };
+    let before = chunks(&seed_db);
+
+    // More text than the 1 MiB disk holds beside the index.
+    let docs = tempfile::tempdir().unwrap();
+    for page in 0..40 {
+        let body: String = (0..300)
+            .map(|n| format!("Sentence {n} of page {page} is about balance and gait. "))
+            .collect();
+        std::fs::write(
+            docs.path().join(format!("page-{page}.md")),
+            format!("# Page {page}\n\n{body}\n"),
+        )
+        .unwrap();
+    }
+    let data = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let script = r#"mount -t tmpfs -o size=1m tmpfs "$DATA_DIR" && cp "$SEED_DB" "$DATA_DIR/default.db" || exit 99
+"$HOST" ingest --target sqlite --manifest "$MANIFEST" "$DOCS"; status=$?
+cp "$DATA_DIR"/default.db* "$OUT"/ && exit $status"#;
+    let output = Command::new("unshare")
+        .args(["--user", "--map-root-user", "--mount", "sh", "-c", script])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATA_DIR", data.path())
+        .env("SEED_DB", &seed_db)
+        .env("HOST", env!("CARGO_BIN_EXE_host"))
+        .env("MANIFEST", support::workspace().join("spin.toml"))
+        .env("DOCS", docs.path())
+        .env("OUT", out.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("database or disk is full"), "{stderr}");
+    assert_eq!(chunks(&out.path().join("default.db")), before);
 }
