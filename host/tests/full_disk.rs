@@ -50,48 +50,108 @@ fn fill(dir: &Path) -> PathBuf {
     }
 }
 
-async fn chat(client: &reqwest::Client, runner: &Runner, body: Value) -> (u16, Value) {
-    let response = client
-        .post(runner.url("/chat"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap())
+/// One reader's conversation, before, during and after the store is full.
+struct Reader<'a> {
+    client: reqwest::Client,
+    runner: &'a Runner,
+    session_id: String,
+    /// The session's turns (role, content) when the store filled up.
+    stored: Vec<(String, String)>,
 }
 
-async fn turns(
-    client: &reqwest::Client,
-    runner: &Runner,
-    session_id: &str,
-) -> Vec<(String, String)> {
-    let response = client
-        .get(runner.url(&format!("/session/{session_id}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let session: Value = response.json().await.unwrap();
-    session["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| {
-            (
-                m["role"].as_str().unwrap().to_owned(),
-                m["content"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
-}
+const LATER_QUESTION: &str = "What is a humanoid robot?";
 
-fn assert_storage_full(status: u16, body: &Value, what: &str) {
-    assert_eq!(status, 503, "{what}: {body}");
-    assert_eq!(body["error"]["code"], "storage_full", "{what}: {body}");
-    let message = body["error"]["message"].as_str().unwrap();
-    for leak in ["/", "disk is full", "SQLite", "default.db"] {
-        assert!(!message.contains(leak), "{what}: {message}");
+impl<'a> Reader<'a> {
+    async fn chat(&self, body: Value) -> (u16, Value) {
+        let response = self
+            .client
+            .post(self.runner.url("/chat"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+
+    async fn turns(&self) -> Vec<(String, String)> {
+        let url = self.runner.url(&format!("/session/{}", self.session_id));
+        let response = self.client.get(url).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let session: Value = response.json().await.unwrap();
+        let text = |m: &Value, key: &str| m[key].as_str().unwrap().to_owned();
+        session["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| (text(m, "role"), text(m, "content")))
+            .collect()
+    }
+
+    /// Starts a conversation of `questions` answered and stored while there is room.
+    async fn converse(runner: &'a Runner, questions: &[&str]) -> Reader<'a> {
+        let mut reader = Reader {
+            client: reqwest::Client::new(),
+            runner,
+            session_id: String::new(),
+            stored: Vec::new(),
+        };
+        for question in questions {
+            let mut body = json!({"query": question});
+            if !reader.session_id.is_empty() {
+                body["session_id"] = json!(reader.session_id);
+            }
+            let (status, answer) = reader.chat(body).await;
+            assert_eq!(status, 200, "{answer}");
+            reader.session_id = answer["session_id"].as_str().unwrap().to_owned();
+        }
+        reader.stored = reader.turns().await;
+        assert_eq!(
+            reader.stored.len(),
+            2 * questions.len(),
+            "{:?}",
+            reader.stored
+        );
+        reader
+    }
+
+    /// With the store full: every kind of chat is refused as `storage_full`, without database
+    /// text; reads and `/health` go on; the refused turns left nothing behind.
+    async fn assert_writes_refused(&self) {
+        let new = json!({"query": LATER_QUESTION});
+        let streamed = json!({"query": LATER_QUESTION, "stream": true});
+        let follow_up = json!({"query": LATER_QUESTION, "session_id": self.session_id});
+        for (body, what) in [
+            (new, "a new conversation"),
+            (streamed, "a new streamed conversation"),
+            (follow_up, "a follow-up"),
+        ] {
+            let (status, body) = self.chat(body).await;
+            assert_eq!(status, 503, "{what}: {body}");
+            assert_eq!(body["error"]["code"], "storage_full", "{what}: {body}");
+            let message = body["error"]["message"].as_str().unwrap();
+            for leak in ["/", "disk is full", "SQLite", "53100", "default.db"] {
+                assert!(!message.contains(leak), "{what}: {message}");
+            }
+        }
+        assert_eq!(self.turns().await, self.stored);
+        let health = self.client.get(self.runner.url("/health")).send().await;
+        assert_eq!(health.unwrap().status(), 200);
+    }
+
+    /// Once there is room again: the follow-up is answered and stored after the turns kept.
+    async fn assert_saves_again(&self) {
+        let follow_up = json!({"query": LATER_QUESTION, "session_id": self.session_id});
+        let (status, body) = self.chat(follow_up).await;
+        assert_eq!(status, 200, "after space was freed: {body}");
+        let after = self.turns().await;
+        assert_eq!(after.len(), self.stored.len() + 2, "{after:?}");
+        assert_eq!(after[..self.stored.len()], self.stored[..]);
+        let asked = &after[self.stored.len()];
+        assert_eq!(
+            (asked.0.as_str(), asked.1.as_str()),
+            ("user", LATER_QUESTION)
+        );
     }
 }
 
@@ -104,7 +164,6 @@ async fn a_full_disk_refuses_writes_clearly_keeps_what_was_stored_and_recovers()
     let data = tempfile::tempdir().unwrap();
     let logs = tempfile::tempdir().unwrap();
     let seed_db = seed.path().join("default.db");
-    let seed_db = seed_db.to_str().unwrap();
     let wrapper = [
         "unshare",
         "--user",
@@ -122,11 +181,10 @@ async fn a_full_disk_refuses_writes_clearly_keeps_what_was_stored_and_recovers()
         &[],
         &[
             ("DATA_DIR", data.path().to_str().unwrap()),
-            ("SEED_DB", seed_db),
+            ("SEED_DB", seed_db.to_str().unwrap()),
         ],
     )
     .await;
-    let client = reqwest::Client::new();
     let disk = PathBuf::from(format!("/proc/{}/root", runner.child.id()))
         .join(data.path().strip_prefix("/").unwrap());
     assert!(
@@ -134,68 +192,18 @@ async fn a_full_disk_refuses_writes_clearly_keeps_what_was_stored_and_recovers()
         "the runner's data folder is not visible"
     );
 
-    let (status, first) = chat(
-        &client,
+    let reader = Reader::converse(
         &runner,
-        json!({"query": "What does ZMP stand for?"}),
+        &[
+            "What does ZMP stand for?",
+            "How do ROS 2 nodes talk to each other?",
+        ],
     )
     .await;
-    assert_eq!(status, 200, "{first}");
-    let session_id = first["session_id"].as_str().unwrap().to_owned();
-    let (status, second) = chat(
-        &client,
-        &runner,
-        json!({"query": "How do ROS 2 nodes talk to each other?", "session_id": session_id}),
-    )
-    .await;
-    assert_eq!(status, 200, "{second}");
-    let stored = turns(&client, &runner, &session_id).await;
-    assert_eq!(stored.len(), 4, "{stored:?}");
-
     let filler = fill(&disk);
-
-    let (status, body) = chat(
-        &client,
-        &runner,
-        json!({"query": "What is a humanoid robot?"}),
-    )
-    .await;
-    assert_storage_full(status, &body, "a new conversation");
-    let (status, body) = chat(
-        &client,
-        &runner,
-        json!({"query": "What is a humanoid robot?", "stream": true}),
-    )
-    .await;
-    assert_storage_full(status, &body, "a new streamed conversation");
-    let (status, body) = chat(
-        &client,
-        &runner,
-        json!({"query": "What is a humanoid robot?", "session_id": session_id}),
-    )
-    .await;
-    assert_storage_full(status, &body, "a follow-up");
-
-    // Reads go on, and the failed turns left nothing behind.
-    assert_eq!(turns(&client, &runner, &session_id).await, stored);
-    let health = client.get(runner.url("/health")).send().await.unwrap();
-    assert_eq!(health.status(), 200);
-
+    reader.assert_writes_refused().await;
     std::fs::remove_file(filler).unwrap();
-    let (status, third) = chat(
-        &client,
-        &runner,
-        json!({"query": "What is a humanoid robot?", "session_id": session_id}),
-    )
-    .await;
-    assert_eq!(status, 200, "after space was freed: {third}");
-    let after = turns(&client, &runner, &session_id).await;
-    assert_eq!(after.len(), 6, "{after:?}");
-    assert_eq!(after[..4], stored[..]);
-    assert_eq!(
-        after[4],
-        ("user".to_owned(), "What is a humanoid robot?".to_owned())
-    );
+    reader.assert_saves_again().await;
 
     let log = runner.log_text();
     assert!(
@@ -214,17 +222,7 @@ async fn postgres_disk_full_answers_storage_full_and_reads_go_on() {
     };
     let data = support::data_dir_with_book_index().await;
     let runner = Runner::start(data.path(), &[("database_url", pg.url())]).await;
-    let client = reqwest::Client::new();
-    let (status, first) = chat(
-        &client,
-        &runner,
-        json!({"query": "What does ZMP stand for?"}),
-    )
-    .await;
-    assert_eq!(status, 200, "{first}");
-    let session_id = first["session_id"].as_str().unwrap().to_owned();
-    let stored = turns(&client, &runner, &session_id).await;
-    assert_eq!(stored.len(), 2, "{stored:?}");
+    let reader = Reader::converse(&runner, &["What does ZMP stand for?"]).await;
 
     let schema = &pg.name;
     pg.admin
@@ -238,34 +236,13 @@ async fn postgres_disk_full_answers_storage_full_and_reads_go_on() {
         ))
         .await
         .unwrap();
-    let (status, body) = chat(
-        &client,
-        &runner,
-        json!({"query": "What is a humanoid robot?"}),
-    )
-    .await;
-    assert_storage_full(status, &body, "a new conversation");
-    let (status, body) = chat(
-        &client,
-        &runner,
-        json!({"query": "What is a humanoid robot?", "session_id": session_id}),
-    )
-    .await;
-    assert_storage_full(status, &body, "a follow-up");
-    assert_eq!(turns(&client, &runner, &session_id).await, stored);
-
+    reader.assert_writes_refused().await;
     pg.admin
         .batch_execute(&format!("DROP TRIGGER disk_full ON {schema}.messages"))
         .await
         .unwrap();
-    let (status, body) = chat(
-        &client,
-        &runner,
-        json!({"query": "What is a humanoid robot?", "session_id": session_id}),
-    )
-    .await;
-    assert_eq!(status, 200, "after space was freed: {body}");
-    assert_eq!(turns(&client, &runner, &session_id).await.len(), 4);
+    reader.assert_saves_again().await;
+
     let log = runner.log_text();
     assert!(log.contains("53100"), "the operator is not told: {log}");
     drop(runner);
