@@ -222,6 +222,12 @@ pub struct ServerSettings {
     #[arg(long, env = "METRICS_ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
 
+    /// Seconds a connection may take to send a request's line and headers (counted from when
+    /// the server starts waiting for them, so a keep-alive connection idle this long is closed
+    /// too); a slower client is cut off instead of holding the socket (slowloris).
+    #[arg(long, env = "HEADER_READ_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_read_timeout_secs: u64,
+
     /// How long in-flight requests may finish after SIGTERM, in seconds.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,

@@ -5,6 +5,7 @@
 pub mod check;
 pub mod client_address;
 pub mod config;
+pub mod connections;
 pub mod engine;
 pub mod errors;
 pub mod eval;

@@ -1,4 +1,5 @@
-//! The HTTP server: axum with request ids, tracing, TCP_NODELAY, per-client rate limits,
+//! The HTTP server: axum with request ids, tracing, TCP_NODELAY, a deadline for request heads
+//! ([`crate::connections`]), per-client rate limits,
 //! `/metrics` (behind a bearer token, or on its own loopback listener), the chat WebSocket
 //! (`/chat/ws`, [`crate::websocket`]), and a graceful shutdown that drains in-flight requests
 //! and WebSocket answers. CORS is the components' (`allowed_origins`), so it
@@ -17,7 +18,6 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use axum::middleware::Next;
 use axum::routing::{any, get};
-use axum::serve::ListenerExt;
 use axum::Router;
 use futures::FutureExt;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -30,6 +30,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::config::ServerSettings;
+use crate::connections;
 use crate::errors::json_error;
 use crate::rate_limit::{self, RateLimits};
 use crate::runtime::{Incoming, Runtime};
@@ -286,6 +287,7 @@ pub async fn serve_on(
     settings: &ServerSettings,
 ) -> Result<()> {
     let local = listener.local_addr()?;
+    let header_timeout = Duration::from_secs(settings.header_read_timeout_secs);
     let sockets = Sockets::new();
     let app = build(runtime.clone(), settings, &sockets)?
         .into_make_service_with_connect_info::<SocketAddr>();
@@ -296,9 +298,15 @@ pub async fn serve_on(
     // The worker is polled here rather than spawned, so that dropping this future (a test or
     // `host eval` aborting its server) stops it too.
     let worker = async {
-        let end = AssertUnwindSafe(worker(listener, app, sockets.clone(), stopping))
-            .catch_unwind()
-            .await;
+        let end = AssertUnwindSafe(worker(
+            listener,
+            app,
+            sockets.clone(),
+            header_timeout,
+            stopping,
+        ))
+        .catch_unwind()
+        .await;
         let _ = ended_tx.send((0, WorkerEnd::from_result(end)));
         std::future::pending::<()>().await
     };
@@ -343,6 +351,7 @@ pub async fn serve_workers(
         .context("no listener to serve on")?
         .local_addr()?;
     let count = listeners.len();
+    let header_timeout = Duration::from_secs(settings.header_read_timeout_secs);
     let sockets = Sockets::new();
     let app = build(runtime.clone(), settings, &sockets)?
         .into_make_service_with_connect_info::<SocketAddr>();
@@ -355,7 +364,7 @@ pub async fn serve_workers(
         let (app, sockets, stopping) = (app.clone(), sockets.clone(), stopping.clone());
         let body = move || async move {
             let listener = TcpListener::from_std(listener)?;
-            worker(listener, app, sockets, stopping).await
+            worker(listener, app, sockets, header_timeout, stopping).await
         };
         match spawn_worker(index, ended_tx.clone(), body) {
             Ok(thread) => threads.push(thread),
@@ -519,20 +528,17 @@ async fn worker(
     listener: TcpListener,
     app: IntoMakeServiceWithConnectInfo<Router, SocketAddr>,
     sockets: Sockets,
+    header_timeout: Duration,
     stopping: watch::Receiver<Stop>,
 ) -> std::io::Result<()> {
-    // SSE tokens must leave as soon as they are written, not wait for Nagle.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
     let mut draining = stopping.clone();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let server = connections::serve(listener, app, header_timeout, async move {
         let _ = draining.wait_for(|stop| *stop != Stop::Serving).await;
     });
     // Upgraded connections are no longer the HTTP server's: their answers are waited for here
     // (the registry is the process's, so every worker waits for all of them).
     let drained = async {
-        server.await?;
+        server.await;
         sockets.closed().await;
         std::io::Result::Ok(())
     };
