@@ -439,11 +439,13 @@ async fn serve_metrics(runtime: Arc<Runtime>, settings: &ServerSettings) -> Resu
         .await
         .with_context(|| format!("cannot listen on METRICS_ADDR {addr}"))?;
     tracing::info!(address = %metrics_listener.local_addr()?, "serving /metrics");
-    tokio::spawn(async move {
-        if let Err(err) = axum::serve(metrics_listener, metrics_app).await {
-            tracing::error!("metrics listener failed: {err}");
-        }
-    });
+    let header_timeout = Duration::from_secs(settings.header_read_timeout_secs);
+    tokio::spawn(connections::serve(
+        metrics_listener,
+        metrics_app.into_make_service_with_connect_info::<SocketAddr>(),
+        header_timeout,
+        std::future::pending(),
+    ));
     Ok(())
 }
 

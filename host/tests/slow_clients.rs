@@ -17,9 +17,16 @@ use tokio::net::TcpStream;
 const HEADER_TIMEOUT: Duration = Duration::from_secs(1);
 
 async fn runner(variables: &[(&str, String)]) -> (Runner, tempfile::TempDir) {
+    runner_with_env(variables, &[]).await
+}
+
+async fn runner_with_env(
+    variables: &[(&str, String)],
+    env: &[(&str, &str)],
+) -> (Runner, tempfile::TempDir) {
     let data = support::data_dir_with_book_index().await;
-    let runner =
-        Runner::start_with_env(data.path(), variables, &[("HEADER_READ_TIMEOUT_SECS", "1")]).await;
+    let env = [&[("HEADER_READ_TIMEOUT_SECS", "1")], env].concat();
+    let runner = Runner::start_with_env(data.path(), variables, &env).await;
     (runner, data)
 }
 
@@ -157,4 +164,18 @@ async fn an_answer_that_streams_longer_than_the_deadline_is_not_cut() {
         "{:?}",
         started.elapsed()
     );
+}
+
+#[tokio::test]
+async fn the_metrics_listener_cuts_off_slow_heads_too() {
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let metrics_addr = metrics.local_addr().unwrap().to_string();
+    drop(metrics);
+    let (_runner, _data) = runner_with_env(&[], &[("METRICS_ADDR", &metrics_addr)]).await;
+    let mut silent = TcpStream::connect(&metrics_addr).await.unwrap();
+    let served = reqwest::get(format!("http://{metrics_addr}/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(served.status(), 200);
+    closed_within(&mut silent, HEADER_TIMEOUT * 4).await;
 }
