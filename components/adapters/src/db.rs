@@ -1,7 +1,7 @@
 //! The databases behind [`rag_core::store::Database`]: PostgreSQL through `spin:postgres@4.0.0`
 //! when `database_url` is set, else Spin's embedded SQLite database `default`.
 
-use rag_core::store::{Database, Dialect, Rows, SqlValue, StoreError, SQLSTATE_DISK_FULL};
+use rag_core::store::{Database, Dialect, Rows, SqlValue, StoreError};
 use spin_sdk::{pg4, sqlite3};
 
 pub enum Db {
@@ -31,13 +31,8 @@ impl Db {
 fn pg_error(err: pg4::PgError) -> StoreError {
     match err {
         pg4::PgError::ConnectionFailed(message) => StoreError::Unavailable(message),
-        pg4::PgError::QueryFailed(pg4::QueryError::DbError(db))
-            if db.code == SQLSTATE_DISK_FULL =>
-        {
-            StoreError::Full(format!("{}: {}", db.code, db.message))
-        }
         pg4::PgError::QueryFailed(pg4::QueryError::DbError(db)) => {
-            StoreError::Query(format!("{}: {}", db.code, db.message))
+            StoreError::from_sqlstate(&db.code, &db.message)
         }
         pg4::PgError::QueryFailed(pg4::QueryError::Text(text)) => StoreError::Query(text),
         pg4::PgError::BadParameter(text) | pg4::PgError::ValueConversionFailed(text) => {

@@ -215,7 +215,7 @@ impl Dialect {
 
 /// PostgreSQL's SQLSTATE for a full disk (`disk_full`), which hosted PostgreSQL (Neon, say) also
 /// raises when a project reaches its storage limit.
-pub const SQLSTATE_DISK_FULL: &str = "53100";
+const SQLSTATE_DISK_FULL: &str = "53100";
 
 /// Why a storage operation failed. Messages never carry connection strings or passwords:
 /// adapters report what failed, not where they connected.
@@ -238,6 +238,17 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// A PostgreSQL statement that failed with SQLSTATE `code`: a full disk is [`StoreError::Full`],
+    /// anything else [`StoreError::Query`]; both keep the code and message for the log.
+    pub fn from_sqlstate(code: &str, message: &str) -> Self {
+        let logged = format!("{code}: {message}");
+        if code == SQLSTATE_DISK_FULL {
+            StoreError::Full(logged)
+        } else {
+            StoreError::Query(logged)
+        }
+    }
+
     /// The HTTP status this failure maps to.
     pub fn status(&self) -> u16 {
         match self {
@@ -337,6 +348,24 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_postgres_disk_is_storage_full_and_other_sqlstates_stay_database_errors() {
+        let full = StoreError::from_sqlstate("53100", "could not extend file");
+        assert_eq!(
+            full,
+            StoreError::Full("53100: could not extend file".into())
+        );
+        assert_eq!((full.status(), full.code()), (503, "storage_full"));
+        for other in ["23505", "53200", "53300", "42P01"] {
+            let failure = StoreError::from_sqlstate(other, "x");
+            assert_eq!(
+                (failure.status(), failure.code()),
+                (500, "database_error"),
+                "{other}"
+            );
+        }
+    }
 
     #[test]
     fn sqlite_gets_positional_parameters() {
