@@ -649,9 +649,20 @@ async fn nothing_relevant_is_refused_without_a_model_call_and_still_stored() {
     assert!(stored.iter().all(|m| m.status == "complete"));
 }
 
-/// Rows in a table of the embedded database.
+/// Rows in a table of the embedded database; none in a table not created yet (a first question
+/// creates the schema only when it stores its answer).
 fn stored_rows(server: &Server, table: &str) -> i64 {
     let connection = rusqlite::Connection::open(server.data_dir.path().join("default.db")).unwrap();
+    let exists: bool = connection
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1)",
+            [table],
+            |row| row.get(0),
+        )
+        .unwrap();
+    if !exists {
+        return 0;
+    }
     connection
         .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |row| {
             row.get(0)

@@ -77,12 +77,25 @@ impl Direct<'_> {
         }
     }
 
+    /// Rows in `table`; none in a table not created yet (a first question creates the schema
+    /// only when it stores its answer).
     async fn count(&self, table: &str) -> i64 {
         match self {
             Direct::Sqlite(path) => {
                 let (path, table) = (path.clone(), table.to_owned());
                 tokio::task::spawn_blocking(move || {
                     let conn = rusqlite::Connection::open(path).unwrap();
+                    let exists: bool = conn
+                        .query_row(
+                            "SELECT EXISTS \
+                             (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1)",
+                            [&table],
+                            |row| row.get(0),
+                        )
+                        .unwrap();
+                    if !exists {
+                        return 0;
+                    }
                     conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |row| {
                         row.get(0)
                     })

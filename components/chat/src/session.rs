@@ -11,10 +11,10 @@ use rag_core::store::{self, MessageStatus, Role, SessionStore, StoreError, Turn}
 
 /// The session one question belongs to. In a session the request names, the user's turn is
 /// stored at once. A request that names none stores nothing until its answer is ready: then
-/// the new session with the question and the answer, in one write statement. So nothing stands
-/// between a first question and its retrieval, a first question costs one write transaction
-/// (on PostgreSQL one round trip), and a chat that fails before answering leaves nothing
-/// behind (see
+/// the new session with the question and the answer, in one write statement that also checks
+/// the schema's version. So nothing stands between a first question and its retrieval, a first
+/// question costs one write transaction (on PostgreSQL one round trip) and no version read, and
+/// a chat that fails before answering leaves nothing behind (see
 /// [`SessionStore::start_session_with_exchange`]).
 ///
 /// Each write takes a database connection only for itself: a streamed answer can take minutes,
@@ -41,8 +41,10 @@ impl Conversation {
     /// are never created under an id a client chose. A request that names no session gets one
     /// under a new server-issued id when its answer is stored ([`Conversation::add_answer`]).
     pub fn open(settings: &Settings, request: &ChatRequest) -> Result<Self, ApiError> {
+        // Opened even for a first question, which writes only at the end: a database that
+        // is down is told before the retrieval and the model are paid for. On PostgreSQL
+        // this takes a pooled connection, no round trip.
         let db = Db::open(settings.database_url.as_deref()).map_err(store_failure)?;
-        store::ensure_schema(&db).map_err(store_failure)?;
         let conversation = |session_id: String, history, unsaved_question| Self {
             database_url: settings.database_url.clone(),
             session_id: RefCell::new(session_id),
@@ -50,13 +52,15 @@ impl Conversation {
             unsaved_question: RefCell::new(unsaved_question),
         };
         let Some(session_id) = &request.session_id else {
-            // A session started now has no turns to read.
+            // A session started now has no turns to read, and its one write checks the
+            // schema itself.
             return Ok(conversation(
                 String::new(),
                 Vec::new(),
                 Some(request.query.clone()),
             ));
         };
+        store::ensure_schema(&db).map_err(store_failure)?;
         let sessions = SessionStore::new(&db);
         let history = sessions
             .recent_turns(session_id, settings.history_budget_chars)

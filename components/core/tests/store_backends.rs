@@ -269,6 +269,9 @@ backend_tests!(
     an_exchange_is_stored_question_first_or_not_at_all,
     a_first_exchange_starts_its_session_or_leaves_none,
     a_first_exchange_never_joins_a_taken_session,
+    a_first_exchange_checks_the_schema_itself,
+    a_first_exchange_on_the_previous_version_migrates,
+    the_previous_release_still_starts_sessions,
     update_message_rewrites_a_streamed_answer,
     feedback_is_replaced,
     recent_turns_fit_the_budget,
@@ -823,6 +826,173 @@ fn a_first_exchange_never_joins_a_taken_session<B: Backend>(backend: &B) {
     );
     assert_eq!(messages_of("taken"), 0);
     assert_eq!(count(&db, "SELECT COUNT(*) AS n FROM sessions", &[]), 2);
+}
+
+/// A connection that keeps the statements sent through it.
+struct Recording<D> {
+    db: D,
+    sent: RefCell<Vec<String>>,
+}
+
+impl<D: Database> Recording<D> {
+    fn new(db: D) -> Self {
+        Self {
+            db,
+            sent: RefCell::default(),
+        }
+    }
+
+    fn take(&self) -> Vec<String> {
+        self.sent.take()
+    }
+}
+
+impl<D: Database> Database for Recording<D> {
+    fn dialect(&self) -> Dialect {
+        self.db.dialect()
+    }
+
+    fn execute(&self, sql: &str, params: &[SqlValue]) -> Result<u64, StoreError> {
+        self.sent.borrow_mut().push(sql.to_owned());
+        self.db.execute(sql, params)
+    }
+
+    fn query(&self, sql: &str, params: &[SqlValue]) -> Result<Rows, StoreError> {
+        self.sent.borrow_mut().push(sql.to_owned());
+        self.db.query(sql, params)
+    }
+}
+
+/// A first exchange is sent with no version read before it (one statement on PostgreSQL; on
+/// SQLite the write and the read of what it wrote), yet never lands on a schema older than the
+/// code's: on a database never migrated, one left at the previous version, and one whose
+/// record says it is behind although its tables look current, the write is refused, the
+/// schema brought up to date, and the write sent again.
+fn a_first_exchange_checks_the_schema_itself<B: Backend>(backend: &B) {
+    let db = Recording::new(backend.connect());
+    let store = SessionStore::new(&db);
+    let mut ids = (1..).map(|n| format!("self-checked-{n}"));
+    let mut start = |question: &str| {
+        store
+            .start_session_with_exchange(
+                || ids.next().unwrap(),
+                question,
+                "an answer",
+                "[]",
+                MessageStatus::Complete,
+            )
+            .unwrap()
+    };
+    let applied = || {
+        let rows = db
+            .db
+            .query(
+                "SELECT version FROM schema_migrations ORDER BY version",
+                &[],
+            )
+            .unwrap();
+        rows.iter()
+            .map(|row| row.integer("version").unwrap())
+            .collect::<Vec<_>>()
+    };
+    let all: Vec<i64> = rag_core::store::MIGRATIONS
+        .iter()
+        .map(|m| m.version)
+        .collect();
+    let first_statements = match db.dialect() {
+        Dialect::Postgres => 1,
+        Dialect::Sqlite => 2,
+    };
+
+    // Never migrated: the first question migrates, and is stored.
+    let (session, _) = start("on an empty database");
+    assert_eq!(applied(), all);
+    assert!(db.take().len() > first_statements);
+    let page = store.get_session(&session.id, 10, None).unwrap().unwrap();
+    assert_eq!(page.messages[0].content, "on an empty database");
+
+    // Current: the write alone, no version read.
+    db.take();
+    start("on a current database");
+    let sent = db.take();
+    assert_eq!(sent.len(), first_statements, "{sent:#?}");
+    assert!(
+        !sent
+            .iter()
+            .any(|sql| sql.contains("FROM schema_migrations") && !sql.contains("session")),
+        "a separate version read was sent: {sent:#?}"
+    );
+
+    // Recorded as behind while the tables look current: only the check inside the write
+    // can tell, and the version comes back because the migration ran again.
+    let behind = LATEST_SCHEMA_VERSION;
+    db.db
+        .execute(
+            &db.dialect()
+                .render_test("DELETE FROM schema_migrations WHERE version = $1"),
+            &[behind.into()],
+        )
+        .unwrap();
+    let before = count(&db.db, "SELECT COUNT(*) AS n FROM sessions", &[]);
+    start("on a database recorded as behind");
+    assert_eq!(applied(), all, "the refused write migrated");
+    assert_eq!(
+        count(&db.db, "SELECT COUNT(*) AS n FROM sessions", &[]),
+        before + 1,
+        "stored once, after the migration"
+    );
+}
+
+/// After this release migrates a database, the release before it still starts sessions there
+/// (a rollback): its statement names the view's columns and leaves out the version, which the
+/// check then lets through. PostgreSQL's tables did not change, so only SQLite's view matters.
+fn the_previous_release_still_starts_sessions<B: Backend>(backend: &B) {
+    let db = ready(backend);
+    if db.dialect() == Dialect::Postgres {
+        return;
+    }
+    let previous_release =
+        "INSERT INTO session_starts (session_id, question, answer, sources, status) \
+         VALUES (?1, ?2, ?3, ?4, ?5)";
+    let key = session_key("rolled-back");
+    db.execute(
+        previous_release,
+        &[
+            key.as_str().into(),
+            "q".into(),
+            "a".into(),
+            "[]".into(),
+            "complete".into(),
+        ],
+    )
+    .unwrap();
+    let messages = count(
+        &db,
+        "SELECT COUNT(*) AS n FROM messages WHERE session_id = ?1",
+        &[key.into()],
+    );
+    assert_eq!(messages, 2);
+}
+
+/// A database an older release left at the previous version gets the latest before the first
+/// question's write lands.
+fn a_first_exchange_on_the_previous_version_migrates<B: Backend>(backend: &B) {
+    let db = backend.connect();
+    migrate_to(&db, LATEST_SCHEMA_VERSION - 1).unwrap();
+    let store = SessionStore::new(&db);
+    let (session, answer) = store
+        .start_session_with_exchange(
+            || "from-an-older-release".to_owned(),
+            "q",
+            "a",
+            "[]",
+            MessageStatus::Complete,
+        )
+        .unwrap();
+    assert_eq!(schema_version(&db).unwrap(), Some(LATEST_SCHEMA_VERSION));
+    let page = store.get_session(&session.id, 10, None).unwrap().unwrap();
+    assert_eq!(page.messages.len(), 2);
+    assert_eq!(page.messages[1].id, answer.id);
 }
 
 fn append_order_and_pagination<B: Backend>(backend: &B) {

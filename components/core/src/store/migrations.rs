@@ -1,9 +1,11 @@
 //! Versioned schema migrations, one list for both dialects.
 //!
-//! Components call [`ensure_schema`] on every request: when the schema is current that costs a
-//! single query. Otherwise [`migrate`] applies what is missing inside one transaction that first
-//! serialises every replica starting at once: PostgreSQL holds a transaction-scoped advisory
-//! lock, SQLite takes its write lock with `BEGIN IMMEDIATE`. Each applied version is recorded in
+//! Components call [`ensure_schema`] on every request that reads or changes stored sessions:
+//! when the schema is current that costs a single query. A first question, which only writes,
+//! skips it: its one write statement carries the version check (version 4). When the schema is
+//! behind, [`migrate`] applies what is missing inside one transaction that first serialises
+//! every replica starting at once: PostgreSQL holds a transaction-scoped advisory lock, SQLite
+//! takes its write lock with `BEGIN IMMEDIATE`. Each applied version is recorded in
 //! `schema_migrations(version, applied_at)`.
 //!
 //! Schema (version 1):
@@ -142,6 +144,36 @@ pub const MIGRATIONS: &[Migration] = &[
             "CREATE VIEW session_starts (session_id, question, answer, sources, status) AS \
              SELECT NULL, NULL, NULL, NULL, NULL WHERE 0",
             "CREATE TRIGGER session_starts_insert INSTEAD OF INSERT ON session_starts BEGIN \
+                 SELECT RAISE(ABORT, 'session id taken') \
+                     WHERE EXISTS (SELECT 1 FROM sessions WHERE id = NEW.session_id); \
+                 INSERT INTO sessions (id) VALUES (NEW.session_id); \
+                 INSERT INTO messages (session_id, role, content, sources, status) \
+                     VALUES (NEW.session_id, 'user', NEW.question, '[]', 'complete'); \
+                 INSERT INTO messages (session_id, role, content, sources, status) \
+                     VALUES (NEW.session_id, 'assistant', NEW.answer, NEW.sources, NEW.status); \
+             END",
+        ],
+        sqlite_rewrite: None,
+    },
+    Migration {
+        version: 4,
+        description: "a first exchange checks the schema version itself",
+        // The writer names the version it was built for, and the trigger refuses an older
+        // database, so a first question needs no version read before it: on a refusal (or a
+        // database with no view yet) the writer migrates and writes again (see
+        // `SessionStore::start_session_with_exchange`). PostgreSQL's statement reads the
+        // version in the same statement.
+        postgres: &[],
+        sqlite: &[
+            "DROP TRIGGER session_starts_insert",
+            "DROP VIEW session_starts",
+            "CREATE VIEW session_starts \
+             (session_id, question, answer, sources, status, schema_version) AS \
+             SELECT NULL, NULL, NULL, NULL, NULL, NULL WHERE 0",
+            "CREATE TRIGGER session_starts_insert INSTEAD OF INSERT ON session_starts BEGIN \
+                 SELECT RAISE(ABORT, 'schema behind') \
+                     WHERE coalesce((SELECT max(version) FROM schema_migrations), 0) \
+                         < NEW.schema_version; \
                  SELECT RAISE(ABORT, 'session id taken') \
                      WHERE EXISTS (SELECT 1 FROM sessions WHERE id = NEW.session_id); \
                  INSERT INTO sessions (id) VALUES (NEW.session_id); \

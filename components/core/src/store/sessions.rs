@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use super::migrations::{ensure_schema, LATEST_SCHEMA_VERSION};
 use super::session_ids::session_key;
 use super::validation::{reject_nul, MAX_PAGE_LIMIT};
 use super::{in_transaction, Database, Dialect, Rating, Row, SqlValue, StoreError};
@@ -332,9 +333,14 @@ impl<'a, D: Database + ?Sized> SessionStore<'a, D> {
     /// question and answer (as [`append_exchange`](Self::append_exchange)), in one write
     /// statement: a first question costs one write transaction, not two (on PostgreSQL one
     /// round trip). Nothing is stored when it fails.
+    ///
+    /// It needs no [`ensure_schema`] first: the statement itself refuses a database whose
+    /// schema is older than this code's (or has none yet), and then the schema is brought up to
+    /// date and the statement sent once more. So a first question on a current database costs
+    /// that one statement and no version read.
     pub fn start_session_with_exchange(
         &self,
-        issue_id: impl FnMut() -> String,
+        mut issue_id: impl FnMut() -> String,
         question: &str,
         answer: &str,
         sources_json: &str,
@@ -343,9 +349,20 @@ impl<'a, D: Database + ?Sized> SessionStore<'a, D> {
         reject_nul("content", question)?;
         reject_nul("content", answer)?;
         reject_nul("sources", sources_json)?;
-        under_fresh_id(issue_id, |id| {
-            self.insert_session_with_exchange(id, question, answer, sources_json, status)
-        })
+        let mut start = || {
+            under_fresh_id(&mut issue_id, |id| {
+                self.insert_session_with_exchange(id, question, answer, sources_json, status)
+            })
+        };
+        match start() {
+            // Behind, never migrated, or a failure that migrating leaves as it was: either way
+            // the second statement's outcome is the answer.
+            Err(StoreError::Query(_)) => {
+                ensure_schema(self.db)?;
+                start()
+            }
+            outcome => outcome,
+        }
     }
 
     fn insert_session_with_exchange(
@@ -358,43 +375,65 @@ impl<'a, D: Database + ?Sized> SessionStore<'a, D> {
     ) -> Result<(Session, MessageRecord), StoreError> {
         let key = session_key(id);
         let rows = match self.dialect() {
-            // Rows are inserted in the ORDER BY's order, so the question gets the lower id.
-            Dialect::Postgres => self.query(
-                "WITH new_session AS ( \
-                     INSERT INTO sessions (id) VALUES ($1) ON CONFLICT (id) DO NOTHING \
-                     RETURNING id, created_at \
-                 ), new_messages AS ( \
-                     INSERT INTO messages (session_id, role, content, sources, status) \
-                     SELECT s.id, t.role, t.content, t.sources, t.status FROM new_session s, ( \
-                         SELECT 1 AS turn, 'user' AS role, CAST($2 AS TEXT) AS content, \
-                             '[]' AS sources, 'complete' AS status \
-                         UNION ALL \
-                         SELECT 2, 'assistant', CAST($3 AS TEXT), CAST($4 AS TEXT), CAST($5 AS TEXT) \
-                     ) t ORDER BY t.turn \
-                     RETURNING id, role, created_at \
-                 ) \
-                 SELECT s.created_at AS session_created_at, m.id, m.created_at \
-                 FROM new_session s, new_messages m WHERE m.role = 'assistant'",
-                &[
-                    key.into(),
-                    question.into(),
-                    answer.into(),
-                    sources_json.into(),
-                    status.as_str().into(),
-                ],
-            )?,
+            // Rows are inserted in the ORDER BY's order, so the question gets the lower id. The
+            // one row returned always holds the applied version; the session's columns are
+            // NULL when nothing was inserted (schema behind, or the id taken).
+            Dialect::Postgres => {
+                let rows = self.query(
+                    "WITH applied AS ( \
+                         SELECT coalesce(max(version), 0) AS version FROM schema_migrations \
+                     ), new_session AS ( \
+                         INSERT INTO sessions (id) \
+                         SELECT CAST($1 AS TEXT) FROM applied WHERE version >= $6 \
+                         ON CONFLICT (id) DO NOTHING \
+                         RETURNING id, created_at \
+                     ), new_messages AS ( \
+                         INSERT INTO messages (session_id, role, content, sources, status) \
+                         SELECT s.id, t.role, t.content, t.sources, t.status FROM new_session s, ( \
+                             SELECT 1 AS turn, 'user' AS role, CAST($2 AS TEXT) AS content, \
+                                 '[]' AS sources, 'complete' AS status \
+                             UNION ALL \
+                             SELECT 2, 'assistant', CAST($3 AS TEXT), CAST($4 AS TEXT), CAST($5 AS TEXT) \
+                         ) t ORDER BY t.turn \
+                         RETURNING id, role, created_at \
+                     ) \
+                     SELECT a.version AS schema_version, s.created_at AS session_created_at, \
+                         m.id, m.created_at \
+                     FROM applied a \
+                     LEFT JOIN new_session s ON true \
+                     LEFT JOIN new_messages m ON m.role = 'assistant'",
+                    &[
+                        key.into(),
+                        question.into(),
+                        answer.into(),
+                        sources_json.into(),
+                        status.as_str().into(),
+                        LATEST_SCHEMA_VERSION.into(),
+                    ],
+                )?;
+                let applied = match rows.first() {
+                    Some(row) => row.integer("schema_version")?,
+                    None => 0,
+                };
+                if applied < LATEST_SCHEMA_VERSION {
+                    return Err(schema_behind());
+                }
+                rows
+            }
             // SQLite cannot return rows from an insert into a view; the read after it is
             // cheaper than a second write transaction.
             Dialect::Sqlite => {
                 let inserted = self.execute(
-                    "INSERT INTO session_starts (session_id, question, answer, sources, status) \
-                     VALUES ($1, $2, $3, $4, $5)",
+                    "INSERT INTO session_starts \
+                     (session_id, question, answer, sources, status, schema_version) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
                     &[
                         key.as_str().into(),
                         question.into(),
                         answer.into(),
                         sources_json.into(),
                         status.as_str().into(),
+                        LATEST_SCHEMA_VERSION.into(),
                     ],
                 );
                 match inserted {
@@ -412,10 +451,13 @@ impl<'a, D: Database + ?Sized> SessionStore<'a, D> {
             }
         };
         let row = rows.first().ok_or_else(id_taken)?;
+        let Some(session_created_at) = row.opt_text("session_created_at")? else {
+            return Err(id_taken());
+        };
         Ok((
             Session {
                 id: id.to_owned(),
-                created_at: row.text("session_created_at")?,
+                created_at: session_created_at,
             },
             MessageRecord {
                 id: row.integer("id")?,
@@ -517,6 +559,12 @@ impl<'a, D: Database + ?Sized> SessionStore<'a, D> {
 
 /// What the trigger of schema version 3 raises when the drawn session id is taken.
 const SQLITE_ID_TAKEN: &str = "session id taken";
+
+/// A first exchange refused because the database's schema is older than this code's (the
+/// trigger of version 4 raises "schema behind"; PostgreSQL's statement reports the version).
+fn schema_behind() -> StoreError {
+    StoreError::Query("the schema is behind this release".into())
+}
 
 fn id_taken() -> StoreError {
     StoreError::Conflict("the new session id is taken".into())
