@@ -7,7 +7,7 @@ use adapters::respond;
 use rag_core::chat::ChatRequest;
 use rag_core::config::Settings;
 use rag_core::error::ApiError;
-use rag_core::store::{self, MessageStatus, Role, SessionStore, StoreError, Turn};
+use rag_core::store::{MessageStatus, Role, SessionStore, StoreError, Turn};
 
 /// The session one question belongs to. In a session the request names, the user's turn is
 /// stored at once. A request that names none stores nothing until its answer is ready: then
@@ -36,7 +36,7 @@ pub fn store_failure(error: StoreError) -> ApiError {
 
 impl Conversation {
     /// Continues the session the request names: reads its recent turns, then stores the
-    /// question, so in a session the reader holds the question is kept even when answering it
+    /// question (on PostgreSQL in one statement with the schema check), so in a session the reader holds the question is kept even when answering it
     /// fails. An id the server never issued (or one deleted since) is 404 `not_found`: sessions
     /// are never created under an id a client chose. A request that names no session gets one
     /// under a new server-issued id when its answer is stored ([`Conversation::add_answer`]).
@@ -60,21 +60,10 @@ impl Conversation {
                 Some(request.query.clone()),
             ));
         };
-        store::ensure_schema(&db).map_err(store_failure)?;
-        let sessions = SessionStore::new(&db);
-        let history = sessions
-            .recent_turns(session_id, settings.history_budget_chars)
-            .map_err(store_failure)?;
         // Storing the question is also the existence check: it inserts nothing, and fails
         // with NotFound, when no session has this id.
-        sessions
-            .append_message(
-                session_id,
-                Role::User,
-                &request.query,
-                "[]",
-                MessageStatus::Complete,
-            )
+        let (history, _question) = SessionStore::new(&db)
+            .continue_session(session_id, &request.query, settings.history_budget_chars)
             .map_err(store_failure)?;
         Ok(conversation(session_id.clone(), history, None))
     }

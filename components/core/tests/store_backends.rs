@@ -272,6 +272,8 @@ backend_tests!(
     a_first_exchange_checks_the_schema_itself,
     a_first_exchange_on_the_previous_version_migrates,
     the_previous_release_still_starts_sessions,
+    a_question_continues_its_session_in_one_statement,
+    a_question_on_a_database_never_migrated_is_not_found,
     update_message_rewrites_a_streamed_answer,
     feedback_is_replaced,
     recent_turns_fit_the_budget,
@@ -941,6 +943,86 @@ fn a_first_exchange_checks_the_schema_itself<B: Backend>(backend: &B) {
         before + 1,
         "stored once, after the migration"
     );
+}
+
+/// A question in a held session: the turns it reads are `recent_turns`' (without the question),
+/// the question is stored after them, an unknown id stores nothing, and on PostgreSQL it is
+/// one statement that still finds a schema recorded as behind.
+fn a_question_continues_its_session_in_one_statement<B: Backend>(backend: &B) {
+    let db = Recording::new(ready(backend));
+    let store = SessionStore::new(&db);
+    store.create_session("held").unwrap();
+    for (role, content, status) in [
+        (Role::User, "what is a humanoid?", MessageStatus::Complete),
+        (
+            Role::Assistant,
+            "a robot shaped like us",
+            MessageStatus::Complete,
+        ),
+        (Role::User, "and ZMP?", MessageStatus::Complete),
+        (Role::Assistant, "cut off", MessageStatus::Incomplete),
+    ] {
+        store
+            .append_message("held", role, content, "[]", status)
+            .unwrap();
+    }
+    let budget = "a robot shaped like us".len() + "and ZMP?".len();
+    let expected = store.recent_turns("held", budget).unwrap();
+    assert_eq!(expected.len(), 2, "{expected:?}");
+
+    db.take();
+    let (turns, question) = store
+        .continue_session("held", "and balance?", budget)
+        .unwrap();
+    let sent = db.take();
+    assert_eq!(turns, expected);
+    assert_timestamp(&question.created_at);
+    let page = store.get_session("held", 10, None).unwrap().unwrap();
+    let last = page.messages.last().unwrap();
+    assert_eq!(
+        (last.id, last.role, last.content.as_str()),
+        (question.id, Role::User, "and balance?")
+    );
+    assert_eq!(page.messages.len(), 5);
+    let statements = match db.dialect() {
+        Dialect::Postgres => 1,
+        // The version read, the turns, the question.
+        Dialect::Sqlite => 3,
+    };
+    assert_eq!(sent.len(), statements, "{sent:#?}");
+
+    let unknown = store.continue_session("never-issued", "q", budget);
+    assert!(
+        matches!(unknown, Err(StoreError::NotFound(_))),
+        "{unknown:?}"
+    );
+    assert_eq!(count(&db.db, "SELECT COUNT(*) AS n FROM messages", &[]), 5);
+
+    // Recorded as behind: refused inside the statement, migrated, sent again, stored once.
+    db.db
+        .execute(
+            &db.dialect()
+                .render_test("DELETE FROM schema_migrations WHERE version = $1"),
+            &[LATEST_SCHEMA_VERSION.into()],
+        )
+        .unwrap();
+    let (turns, _) = store
+        .continue_session("held", "after the rollback", budget)
+        .unwrap();
+    assert_eq!(schema_version(&db.db).unwrap(), Some(LATEST_SCHEMA_VERSION));
+    assert_eq!(turns.last().unwrap().content, "and balance?");
+    assert_eq!(count(&db.db, "SELECT COUNT(*) AS n FROM messages", &[]), 6);
+}
+
+/// Never migrated: the question's statement migrates, then finds no such session.
+fn a_question_on_a_database_never_migrated_is_not_found<B: Backend>(backend: &B) {
+    let db = backend.connect();
+    let outcome = SessionStore::new(&db).continue_session("held", "q", 100);
+    assert!(
+        matches!(outcome, Err(StoreError::NotFound(_))),
+        "{outcome:?}"
+    );
+    assert_eq!(schema_version(&db).unwrap(), Some(LATEST_SCHEMA_VERSION));
 }
 
 /// After this release migrates a database, the release before it still starts sessions there

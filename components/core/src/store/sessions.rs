@@ -555,13 +555,118 @@ impl<'a, D: Database + ?Sized> SessionStore<'a, D> {
             })
             .collect()
     }
+
+    /// A question in a session the reader holds: brings the schema up to date, reads the
+    /// session's [`recent_turns`](Self::recent_turns) (without this question), then stores the
+    /// question; returns the turns and the question's record. [`StoreError::NotFound`], storing
+    /// nothing, when no session has this id.
+    ///
+    /// On PostgreSQL all three are one statement, so a question in a session costs one round
+    /// trip before retrieval instead of three: the version is read inside it, the question is
+    /// inserted only when the schema is current, and the turns are read from the snapshot the
+    /// statement started with, which does not hold the question. A schema found behind is
+    /// migrated and the statement sent once more.
+    pub fn continue_session(
+        &self,
+        session_id: &str,
+        question: &str,
+        budget_chars: usize,
+    ) -> Result<(Vec<Turn>, MessageRecord), StoreError> {
+        reject_nul("session_id", session_id)?;
+        reject_nul("content", question)?;
+        if self.dialect() == Dialect::Sqlite {
+            ensure_schema(self.db)?;
+            let turns = self.recent_turns(session_id, budget_chars)?;
+            let record = self.append_message(
+                session_id,
+                Role::User,
+                question,
+                "[]",
+                MessageStatus::Complete,
+            )?;
+            return Ok((turns, record));
+        }
+        match self.continue_on_postgres(session_id, question, budget_chars) {
+            Err(StoreError::Query(_)) => {
+                ensure_schema(self.db)?;
+                self.continue_on_postgres(session_id, question, budget_chars)
+            }
+            outcome => outcome,
+        }
+    }
+
+    fn continue_on_postgres(
+        &self,
+        session_id: &str,
+        question: &str,
+        budget_chars: usize,
+    ) -> Result<(Vec<Turn>, MessageRecord), StoreError> {
+        let budget = i64::try_from(budget_chars).unwrap_or(i64::MAX);
+        // One row per turn (or one with no turn), each carrying the version and the question's
+        // id and time; the turns as `recent_turns` selects them.
+        let rows = self.query(
+            "WITH applied AS ( \
+                 SELECT coalesce(max(version), 0) AS version FROM schema_migrations \
+             ), question AS ( \
+                 INSERT INTO messages (session_id, role, content, sources, status) \
+                 SELECT s.id, 'user', CAST($3 AS TEXT), '[]', 'complete' \
+                 FROM sessions s, applied a WHERE s.id = $1 AND a.version >= $4 \
+                 RETURNING id, created_at \
+             ), turns AS ( \
+                 SELECT id, role, content FROM ( \
+                     SELECT id, role, content, \
+                         SUM(length(content)) OVER (ORDER BY id DESC) AS running_chars \
+                     FROM messages WHERE session_id = $1 AND status = 'complete' \
+                 ) newest WHERE running_chars <= $2 \
+             ) \
+             SELECT a.version AS schema_version, q.id AS question_id, \
+                 q.created_at AS question_created_at, t.role, t.content \
+             FROM applied a \
+             LEFT JOIN question q ON true \
+             LEFT JOIN turns t ON true \
+             ORDER BY t.id",
+            &[
+                session_key(session_id).into(),
+                budget.into(),
+                question.into(),
+                LATEST_SCHEMA_VERSION.into(),
+            ],
+        )?;
+        let Some(first) = rows.first() else {
+            return Err(schema_behind());
+        };
+        if first.integer("schema_version")? < LATEST_SCHEMA_VERSION {
+            return Err(schema_behind());
+        }
+        let Some(question_id) = first.opt_integer("question_id")? else {
+            return Err(StoreError::NotFound(UNKNOWN_SESSION.into()));
+        };
+        let record = MessageRecord {
+            id: question_id,
+            created_at: first.text("question_created_at")?,
+        };
+        let turns = rows
+            .iter()
+            .filter_map(|row| match row.opt_text("role") {
+                Ok(None) => None,
+                Ok(Some(role)) => Some(Role::from_column(&role).and_then(|role| {
+                    Ok(Turn {
+                        role,
+                        content: row.text("content")?,
+                    })
+                })),
+                Err(error) => Some(Err(error)),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((turns, record))
+    }
 }
 
 /// What the trigger of schema version 3 raises when the drawn session id is taken.
 const SQLITE_ID_TAKEN: &str = "session id taken";
 
-/// A first exchange refused because the database's schema is older than this code's (the
-/// trigger of version 4 raises "schema behind"; PostgreSQL's statement reports the version).
+/// A write refused because the database's schema is older than this code's (the trigger of
+/// version 4 raises "schema behind"; PostgreSQL's statements report the version).
 fn schema_behind() -> StoreError {
     StoreError::Query("the schema is behind this release".into())
 }
