@@ -29,10 +29,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// POST /chat `requests` times from `concurrency` clients; each chat starts a new session.
+    /// POST /chat `requests` times from `concurrency` clients; each chat starts a new session,
+    /// or with `--in-session` continues one that a chat before the load started.
     Chat {
         #[arg(long)]
         url: String,
+        #[arg(long)]
+        in_session: bool,
         #[command(flatten)]
         load: Load,
     },
@@ -70,6 +73,14 @@ enum Command {
         #[arg(trailing_var_arg = true, required = true)]
         command: Vec<String>,
     },
+    /// A TCP relay to `to` that delivers every byte `delay_ms` after it arrived, each way: a
+    /// link to a database that far away. Prints `listening ADDRESS`, then relays until killed.
+    Relay {
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        delay_ms: u64,
+    },
 }
 
 #[derive(clap::Args, Clone)]
@@ -102,12 +113,21 @@ struct Sample {
 #[tokio::main]
 async fn main() -> Result<()> {
     match Cli::parse().command {
-        Command::Chat { url, load } => {
+        Command::Chat {
+            url,
+            in_session,
+            load,
+        } => {
             let client = client(load.concurrency)?;
+            let session = match in_session {
+                true => Some(start_session(&client, &url, &load.query).await?),
+                false => None,
+            };
             let run = move |query: String, stream: bool| {
                 let client = client.clone();
                 let url = url.clone();
-                async move { chat_once(&client, &url, &query, stream).await }
+                let session = session.clone();
+                async move { chat_once(&client, &url, &query, session.as_deref(), stream).await }
             };
             report(&load, drive(&load, run).await?);
         }
@@ -133,6 +153,7 @@ async fn main() -> Result<()> {
             fresh_cache_under,
             command,
         } => cold_start(port, runs, fresh_cache_under, &command).await?,
+        Command::Relay { to, delay_ms } => relay(&to, Duration::from_millis(delay_ms)).await?,
     }
     Ok(())
 }
@@ -175,13 +196,34 @@ where
     Ok((samples, started.elapsed()))
 }
 
+/// The id of the session a first chat starts.
+async fn start_session(client: &reqwest::Client, url: &str, query: &str) -> Result<String> {
+    let body = serde_json::json!({ "query": query });
+    let answer: serde_json::Value = client
+        .post(url)
+        .json(&body)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    answer["session_id"]
+        .as_str()
+        .map(str::to_owned)
+        .with_context(|| format!("POST {url}: no session_id in {answer}"))
+}
+
 async fn chat_once(
     client: &reqwest::Client,
     url: &str,
     query: &str,
+    session: Option<&str>,
     stream: bool,
 ) -> Result<Sample> {
-    let body = serde_json::json!({ "query": query, "stream": stream });
+    let mut body = serde_json::json!({ "query": query, "stream": stream });
+    if let Some(session) = session {
+        body["session_id"] = session.into();
+    }
     let started = Instant::now();
     let response = client.post(url).json(&body).send().await?;
     let mut sample = Sample {
@@ -371,6 +413,58 @@ fn report(load: &Load, (samples, elapsed): (Vec<Sample>, Duration)) {
         println!("{name}_p50_ms {}", ms(percentile(&mut values, 50.0)));
         println!("{name}_p99_ms {}", ms(percentile(&mut values, 99.0)));
     }
+}
+
+async fn relay(to: &str, delay: Duration) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    println!("listening {}", listener.local_addr()?);
+    loop {
+        let (inbound, _) = listener.accept().await?;
+        let to = to.to_owned();
+        tokio::spawn(async move {
+            let Ok(outbound) = tokio::net::TcpStream::connect(&to).await else {
+                return;
+            };
+            let _ = inbound.set_nodelay(true);
+            let _ = outbound.set_nodelay(true);
+            let (in_read, in_write) = inbound.into_split();
+            let (out_read, out_write) = outbound.into_split();
+            tokio::join!(
+                delayed_copy(in_read, out_write, delay),
+                delayed_copy(out_read, in_write, delay)
+            );
+        });
+    }
+}
+
+/// Copies `from` to `to`, each chunk written `delay` after it was read; chunks read meanwhile
+/// keep their own deadlines, so the link's latency is added once, not once per chunk.
+async fn delayed_copy(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    delay: Duration,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel();
+    let reader = async move {
+        let mut buffer = vec![0; 64 * 1024];
+        while let Ok(read @ 1..) = from.read(&mut buffer).await {
+            let due = tokio::time::Instant::now() + delay;
+            if sender.send((due, buffer[..read].to_vec())).is_err() {
+                break;
+            }
+        }
+    };
+    let writer = async move {
+        while let Some((due, chunk)) = receiver.recv().await {
+            tokio::time::sleep_until(due).await;
+            if to.write_all(&chunk).await.is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown().await;
+    };
+    tokio::join!(reader, writer);
 }
 
 /// Resident set of `pid` plus its descendants, in KiB.
