@@ -274,6 +274,8 @@ backend_tests!(
     the_previous_release_still_starts_sessions,
     a_question_continues_its_session_in_one_statement,
     a_question_on_a_database_never_migrated_is_not_found,
+    a_conversation_is_read_back_in_one_statement,
+    a_read_on_a_database_never_migrated_finds_nothing,
     update_message_rewrites_a_streamed_answer,
     feedback_is_replaced,
     recent_turns_fit_the_budget,
@@ -1021,6 +1023,103 @@ fn a_question_on_a_database_never_migrated_is_not_found<B: Backend>(backend: &B)
     assert!(
         matches!(outcome, Err(StoreError::NotFound(_))),
         "{outcome:?}"
+    );
+    assert_eq!(schema_version(&db).unwrap(), Some(LATEST_SCHEMA_VERSION));
+}
+
+/// A conversation read back (the widget does on every page load) is what `get_session` reads,
+/// page by page, with and without messages and ratings, in one statement on PostgreSQL; it
+/// needs no `ensure_schema` first, and still finds a schema recorded as behind.
+fn a_conversation_is_read_back_in_one_statement<B: Backend>(backend: &B) {
+    let db = Recording::new(ready(backend));
+    let store = SessionStore::new(&db);
+    store.create_session("read-back").unwrap();
+    store.create_session("empty").unwrap();
+    let mut last_answer = 0;
+    for n in 1..=5 {
+        let role = if n % 2 == 1 {
+            Role::User
+        } else {
+            Role::Assistant
+        };
+        let record = store
+            .append_message(
+                "read-back",
+                role,
+                &format!("turn {n}"),
+                "[]",
+                MessageStatus::Complete,
+            )
+            .unwrap();
+        if role == Role::Assistant {
+            last_answer = record.id;
+        }
+    }
+    assert!(store
+        .set_feedback("read-back", last_answer, Rating::Up, Some("clear"), None)
+        .unwrap());
+
+    let pages = [
+        ("read-back", 50, None),
+        ("read-back", 2, None),
+        ("read-back", 2, Some(last_answer)),
+        ("read-back", 1, Some(1)),
+        ("empty", 10, None),
+        ("never-issued", 10, None),
+    ];
+    for (id, limit, before) in pages {
+        let expected = store.get_session(id, limit, before).unwrap();
+        db.take();
+        let read = store.read_session(id, limit, before).unwrap();
+        let sent = db.take();
+        assert_eq!(read, expected, "{id} {limit} {before:?}");
+        let statements = match (db.dialect(), &expected) {
+            (Dialect::Postgres, _) => 1,
+            // The version read, the session, and its page when it exists.
+            (Dialect::Sqlite, Some(_)) => 3,
+            (Dialect::Sqlite, None) => 2,
+        };
+        assert_eq!(sent.len(), statements, "{id}: {sent:#?}");
+    }
+    let full = store.read_session("read-back", 50, None).unwrap().unwrap();
+    assert_eq!(full.messages.len(), 5);
+    assert_eq!(full.messages[0].content, "turn 1");
+    assert_eq!(
+        full.messages
+            .iter()
+            .find(|m| m.id == last_answer)
+            .unwrap()
+            .feedback
+            .as_ref()
+            .unwrap()
+            .rating,
+        Rating::Up
+    );
+    let paged = store.read_session("read-back", 2, None).unwrap().unwrap();
+    assert_eq!(paged.messages.len(), 2);
+    assert_eq!(paged.next_before, Some(paged.messages[0].id));
+
+    // Recorded as behind: refused inside the statement, migrated, read again.
+    db.db
+        .execute(
+            &db.dialect()
+                .render_test("DELETE FROM schema_migrations WHERE version = $1"),
+            &[LATEST_SCHEMA_VERSION.into()],
+        )
+        .unwrap();
+    let again = store.read_session("read-back", 50, None).unwrap().unwrap();
+    assert_eq!(schema_version(&db.db).unwrap(), Some(LATEST_SCHEMA_VERSION));
+    assert_eq!(again, full);
+}
+
+/// Never migrated: reading migrates, then finds no such session.
+fn a_read_on_a_database_never_migrated_finds_nothing<B: Backend>(backend: &B) {
+    let db = backend.connect();
+    assert_eq!(
+        SessionStore::new(&db)
+            .read_session("held", 10, None)
+            .unwrap(),
+        None
     );
     assert_eq!(schema_version(&db).unwrap(), Some(LATEST_SCHEMA_VERSION));
 }

@@ -135,6 +135,11 @@ const MESSAGE_COLUMNS: &str = "m.id AS id, m.role AS role, m.content AS content,
      m.sources AS sources, m.status AS status, m.created_at AS created_at, \
      f.rating AS rating, f.reason AS reason, f.comment AS comment, f.rated_at AS rated_at";
 
+/// A page of a session's messages, newest first: `$1` the session's key, `$2` the id the page
+/// ends before, `$3` how many rows.
+const PAGE_OF_MESSAGES: &str = "messages m LEFT JOIN feedback f ON f.message_id = m.id \
+     WHERE m.session_id = $1 AND m.id < $2 ORDER BY m.id DESC LIMIT $3";
+
 impl<'a, D: Database + ?Sized> SessionStore<'a, D> {
     pub fn new(db: &'a D) -> Self {
         Self { db }
@@ -201,29 +206,85 @@ impl<'a, D: Database + ?Sized> SessionStore<'a, D> {
         // One extra row tells whether an older page exists without a second query.
         let fetch = i64::try_from(limit + 1).expect("page limit fits in i64");
         let rows = self.query(
-            &format!(
-                "SELECT {MESSAGE_COLUMNS} FROM messages m \
-                 LEFT JOIN feedback f ON f.message_id = m.id \
-                 WHERE m.session_id = $1 AND m.id < $2 ORDER BY m.id DESC LIMIT $3"
-            ),
+            &format!("SELECT {MESSAGE_COLUMNS} FROM {PAGE_OF_MESSAGES}"),
             &[key.into(), before.unwrap_or(i64::MAX).into(), fetch.into()],
         )?;
-        let mut messages = rows
-            .iter()
-            .take(limit)
-            .map(message_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        messages.reverse();
-        let next_before = if rows.len() > limit {
-            messages.first().map(|oldest| oldest.id)
-        } else {
-            None
+        Ok(Some(page_from_rows(session, rows.iter(), limit)?))
+    }
+
+    /// [`get_session`](Self::get_session) with no [`ensure_schema`] needed first: on
+    /// PostgreSQL the version, the session and the page are one statement (one round trip
+    /// instead of three), and a schema found behind is migrated and the statement sent once
+    /// more; SQLite checks the schema, then reads.
+    pub fn read_session(
+        &self,
+        id: &str,
+        limit: usize,
+        before: Option<i64>,
+    ) -> Result<Option<SessionPage>, StoreError> {
+        reject_nul("session_id", id)?;
+        if self.dialect() == Dialect::Sqlite {
+            ensure_schema(self.db)?;
+            return self.get_session(id, limit, before);
+        }
+        match self.read_on_postgres(id, limit, before) {
+            Err(StoreError::Query(_)) => {
+                ensure_schema(self.db)?;
+                self.read_on_postgres(id, limit, before)
+            }
+            outcome => outcome,
+        }
+    }
+
+    fn read_on_postgres(
+        &self,
+        id: &str,
+        limit: usize,
+        before: Option<i64>,
+    ) -> Result<Option<SessionPage>, StoreError> {
+        let limit = limit.clamp(1, MAX_PAGE_LIMIT);
+        let fetch = i64::try_from(limit + 1).expect("page limit fits in i64");
+        // One row per message of the page (or one with none), each carrying the version and
+        // the session's creation time (NULL when there is no such session).
+        let rows = self.query(
+            &format!(
+                "WITH applied AS ( \
+                     SELECT coalesce(max(version), 0) AS version FROM schema_migrations \
+                 ), session AS ( \
+                     SELECT created_at FROM sessions WHERE id = $1 \
+                 ), page AS ( \
+                     SELECT {MESSAGE_COLUMNS} FROM {PAGE_OF_MESSAGES} \
+                 ) \
+                 SELECT a.version AS schema_version, s.created_at AS session_created_at, p.* \
+                 FROM applied a \
+                 LEFT JOIN session s ON true \
+                 LEFT JOIN page p ON s.created_at IS NOT NULL \
+                 ORDER BY p.id DESC"
+            ),
+            &[
+                session_key(id).into(),
+                before.unwrap_or(i64::MAX).into(),
+                fetch.into(),
+            ],
+        )?;
+        let Some(first) = rows.first() else {
+            return Err(schema_behind());
         };
-        Ok(Some(SessionPage {
-            session,
-            messages,
-            next_before,
-        }))
+        if first.integer("schema_version")? < LATEST_SCHEMA_VERSION {
+            return Err(schema_behind());
+        }
+        let Some(created_at) = first.opt_text("session_created_at")? else {
+            return Ok(None);
+        };
+        let session = Session {
+            id: id.to_owned(),
+            created_at,
+        };
+        // With no message, the one row's message columns are NULL.
+        let messages = rows
+            .iter()
+            .filter(|row| matches!(row.opt_integer("id"), Ok(Some(_))));
+        Ok(Some(page_from_rows(session, messages, limit)?))
     }
 
     /// Deletes the session with its messages and ratings; returns whether it existed.
@@ -713,6 +774,33 @@ pub(crate) fn delete_stored_session<D: Database + ?Sized>(
     db.execute(&render("DELETE FROM messages WHERE session_id = $1"), &key)?;
     let deleted = db.execute(&render("DELETE FROM sessions WHERE id = $1"), &key)?;
     Ok(deleted > 0)
+}
+
+/// A page from up to `limit + 1` message rows, newest first: the extra row only says that an
+/// older page exists.
+fn page_from_rows<'r>(
+    session: Session,
+    rows: impl Iterator<Item = Row<'r>>,
+    limit: usize,
+) -> Result<SessionPage, StoreError> {
+    let mut rows = rows.peekable();
+    let mut messages = Vec::with_capacity(limit);
+    while messages.len() < limit {
+        match rows.next() {
+            Some(row) => messages.push(message_from_row(row)?),
+            None => break,
+        }
+    }
+    messages.reverse();
+    let next_before = match rows.peek() {
+        Some(_) => messages.first().map(|oldest| oldest.id),
+        None => None,
+    };
+    Ok(SessionPage {
+        session,
+        messages,
+        next_before,
+    })
 }
 
 fn message_from_row(row: Row<'_>) -> Result<Message, StoreError> {
