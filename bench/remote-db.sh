@@ -2,7 +2,8 @@
 # Chat latency with sessions on a PostgreSQL some distance away, as a managed database (Neon,
 # say) is from the container: `bench_client relay` delivers every byte DELAY ms late each way,
 # so each round trip to the database costs 2 x DELAY more. Keyless retrieval over the sample
-# book, JSON answers, one chat at a time: first questions, then questions in a held session.
+# book, JSON answers, one chat at a time: first questions, questions in a held session, and a
+# conversation read back (`GET /session/{id}`, what the widget does on every page load).
 # Baseline in the same run: the same runner on the same database reached directly. The
 # difference of the medians divided by the round trip is how many round trips to the database
 # a chat waits for.
@@ -58,14 +59,18 @@ for ((round = 1; round <= ROUNDS; round++)); do
         common=(--url "${URL[$target]}" --requests "$REQUESTS" --warmup 2)
         "$CLIENT" chat "${common[@]}" >"$TMP/first"
         "$CLIENT" chat --in-session "${common[@]}" >"$TMP/held"
-        first=$(p50 "$TMP/first") held=$(p50 "$TMP/held")
-        printf "round %d  %-8s first question p50 %8s ms   in a session p50 %8s ms\n" "$round" "$target" "$first" "$held"
+        "$CLIENT" read-back "${common[@]}" >"$TMP/read"
+        first=$(p50 "$TMP/first") held=$(p50 "$TMP/held") read=$(p50 "$TMP/read")
+        printf "round %d  %-8s first question p50 %8s ms   in a session p50 %8s ms   read back p50 %8s ms\n" \
+            "$round" "$target" "$first" "$held" "$read"
         echo "$first" >>"$TMP/$target-first"
         echo "$held" >>"$TMP/$target-held"
+        echo "$read" >>"$TMP/$target-read"
     done
 done
 median() { sort -g "$1" | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
 round_trips() { awk -v a="$(median "$TMP/relayed-$1")" -v b="$(median "$TMP/direct-$1")" -v rt=$((2 * DELAY)) 'BEGIN {printf "%.2f", (a - b) / rt}'; }
 echo "median first question: direct $(median "$TMP/direct-first") ms, relayed $(median "$TMP/relayed-first") ms"
 echo "median in a session:   direct $(median "$TMP/direct-held") ms, relayed $(median "$TMP/relayed-held") ms"
-echo "round trips to the database per chat: first question $(round_trips first), in a session $(round_trips held)"
+echo "median read back:       direct $(median "$TMP/direct-read") ms, relayed $(median "$TMP/relayed-read") ms"
+echo "round trips to the database per chat: first question $(round_trips first), in a session $(round_trips held); per read back $(round_trips read)"

@@ -39,6 +39,17 @@ enum Command {
         #[command(flatten)]
         load: Load,
     },
+    /// Starts a session with one chat, then reads it back (`GET /session/{id}?limit=50`, what
+    /// the widget does on every page load) `requests` times, one at a time.
+    ReadBack {
+        /// The chat URL; the session is read at the same address under `/session`.
+        #[arg(long)]
+        url: String,
+        #[arg(long, default_value_t = 20)]
+        requests: usize,
+        #[arg(long, default_value_t = 0)]
+        warmup: usize,
+    },
     /// The chat's upstream calls sent straight to the doubles, built by the same core code:
     /// embed, hybrid Qdrant query, chat completion (streamed or not).
     Direct {
@@ -131,6 +142,11 @@ async fn main() -> Result<()> {
             };
             report(&load, drive(&load, run).await?);
         }
+        Command::ReadBack {
+            url,
+            requests,
+            warmup,
+        } => read_back(&url, requests, warmup).await?,
         Command::Direct { doubles, load } => {
             let client = client(load.concurrency)?;
             let doubles = Arc::new(doubles);
@@ -413,6 +429,36 @@ fn report(load: &Load, (samples, elapsed): (Vec<Sample>, Duration)) {
         println!("{name}_p50_ms {}", ms(percentile(&mut values, 50.0)));
         println!("{name}_p99_ms {}", ms(percentile(&mut values, 99.0)));
     }
+}
+
+async fn read_back(chat_url: &str, requests: usize, warmup: usize) -> Result<()> {
+    let client = client(1)?;
+    let session = start_session(&client, chat_url, "What does ZMP stand for?").await?;
+    let base = chat_url
+        .strip_suffix("/chat")
+        .with_context(|| format!("{chat_url} does not end in /chat"))?;
+    let url = format!("{base}/session/{session}?limit=50");
+    let mut totals = Vec::with_capacity(requests);
+    for n in 0..warmup + requests {
+        let started = Instant::now();
+        let page: serde_json::Value = client
+            .get(&url)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        if page["messages"].as_array().is_none_or(Vec::is_empty) {
+            bail!("GET {url}: no messages in {page}");
+        }
+        if n >= warmup {
+            totals.push(started.elapsed());
+        }
+    }
+    println!("requests {}", totals.len());
+    println!("total_p50_ms {}", ms(percentile(&mut totals, 50.0)));
+    println!("total_p99_ms {}", ms(percentile(&mut totals, 99.0)));
+    Ok(())
 }
 
 async fn relay(to: &str, delay: Duration) -> Result<()> {
