@@ -145,6 +145,23 @@ impl<'a, D: Database + ?Sized> SessionStore<'a, D> {
         Self { db }
     }
 
+    /// Runs `statement`, which checks the schema version itself and fails with a query error
+    /// on a schema older than this code's; after any query error (behind, never migrated, or
+    /// a failure migrating leaves as it was) brings the schema up to date and runs it once
+    /// more, whose outcome is the answer. The statement must store nothing when it fails.
+    fn with_current_schema<T>(
+        &self,
+        mut statement: impl FnMut() -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        match statement() {
+            Err(StoreError::Query(_)) => {
+                ensure_schema(self.db)?;
+                statement()
+            }
+            outcome => outcome,
+        }
+    }
+
     fn dialect(&self) -> Dialect {
         self.db.dialect()
     }
@@ -227,13 +244,7 @@ impl<'a, D: Database + ?Sized> SessionStore<'a, D> {
             ensure_schema(self.db)?;
             return self.get_session(id, limit, before);
         }
-        match self.read_on_postgres(id, limit, before) {
-            Err(StoreError::Query(_)) => {
-                ensure_schema(self.db)?;
-                self.read_on_postgres(id, limit, before)
-            }
-            outcome => outcome,
-        }
+        self.with_current_schema(|| self.read_on_postgres(id, limit, before))
     }
 
     fn read_on_postgres(
@@ -410,20 +421,11 @@ impl<'a, D: Database + ?Sized> SessionStore<'a, D> {
         reject_nul("content", question)?;
         reject_nul("content", answer)?;
         reject_nul("sources", sources_json)?;
-        let mut start = || {
+        self.with_current_schema(|| {
             under_fresh_id(&mut issue_id, |id| {
                 self.insert_session_with_exchange(id, question, answer, sources_json, status)
             })
-        };
-        match start() {
-            // Behind, never migrated, or a failure that migrating leaves as it was: either way
-            // the second statement's outcome is the answer.
-            Err(StoreError::Query(_)) => {
-                ensure_schema(self.db)?;
-                start()
-            }
-            outcome => outcome,
-        }
+        })
     }
 
     fn insert_session_with_exchange(
@@ -647,13 +649,7 @@ impl<'a, D: Database + ?Sized> SessionStore<'a, D> {
             )?;
             return Ok((turns, record));
         }
-        match self.continue_on_postgres(session_id, question, budget_chars) {
-            Err(StoreError::Query(_)) => {
-                ensure_schema(self.db)?;
-                self.continue_on_postgres(session_id, question, budget_chars)
-            }
-            outcome => outcome,
-        }
+        self.with_current_schema(|| self.continue_on_postgres(session_id, question, budget_chars))
     }
 
     fn continue_on_postgres(
