@@ -5,7 +5,7 @@ use serde::Serialize;
 use super::migrations::{ensure_schema, LATEST_SCHEMA_VERSION};
 use super::session_ids::session_key;
 use super::validation::{reject_nul, MAX_PAGE_LIMIT};
-use super::{in_transaction, Database, Dialect, Rating, Row, SqlValue, StoreError};
+use super::{in_transaction, Database, Dialect, Rating, Row, Rows, SqlValue, StoreError};
 
 /// Why an operation on a session found nothing. The same words whatever the id, so an answer
 /// tells nobody more than that the id they sent is not a session.
@@ -278,12 +278,7 @@ impl<'a, D: Database + ?Sized> SessionStore<'a, D> {
                 fetch.into(),
             ],
         )?;
-        let Some(first) = rows.first() else {
-            return Err(schema_behind());
-        };
-        if first.integer("schema_version")? < LATEST_SCHEMA_VERSION {
-            return Err(schema_behind());
-        }
+        let first = current_schema_row(&rows)?;
         let Some(created_at) = first.opt_text("session_created_at")? else {
             return Ok(None);
         };
@@ -474,13 +469,7 @@ impl<'a, D: Database + ?Sized> SessionStore<'a, D> {
                         LATEST_SCHEMA_VERSION.into(),
                     ],
                 )?;
-                let applied = match rows.first() {
-                    Some(row) => row.integer("schema_version")?,
-                    None => 0,
-                };
-                if applied < LATEST_SCHEMA_VERSION {
-                    return Err(schema_behind());
-                }
+                current_schema_row(&rows)?;
                 rows
             }
             // SQLite cannot return rows from an insert into a view; the read after it is
@@ -689,12 +678,7 @@ impl<'a, D: Database + ?Sized> SessionStore<'a, D> {
                 LATEST_SCHEMA_VERSION.into(),
             ],
         )?;
-        let Some(first) = rows.first() else {
-            return Err(schema_behind());
-        };
-        if first.integer("schema_version")? < LATEST_SCHEMA_VERSION {
-            return Err(schema_behind());
-        }
+        let first = current_schema_row(&rows)?;
         let Some(question_id) = first.opt_integer("question_id")? else {
             return Err(StoreError::NotFound(UNKNOWN_SESSION.into()));
         };
@@ -722,10 +706,16 @@ impl<'a, D: Database + ?Sized> SessionStore<'a, D> {
 /// What the trigger of schema version 3 raises when the drawn session id is taken.
 const SQLITE_ID_TAKEN: &str = "session id taken";
 
-/// A write refused because the database's schema is older than this code's (the trigger of
-/// version 4 raises "schema behind"; PostgreSQL's statements report the version).
-fn schema_behind() -> StoreError {
-    StoreError::Query("the schema is behind this release".into())
+/// The first row of a PostgreSQL statement that reports the applied version in a
+/// `schema_version` column (every row carries it), or the refusal when that version is older
+/// than this code's.
+fn current_schema_row(rows: &Rows) -> Result<Row<'_>, StoreError> {
+    match rows.first() {
+        Some(row) if row.integer("schema_version")? >= LATEST_SCHEMA_VERSION => Ok(row),
+        _ => Err(StoreError::Query(
+            "the schema is behind this release".into(),
+        )),
+    }
 }
 
 fn id_taken() -> StoreError {
