@@ -708,7 +708,9 @@ async fn clients_over_the_rate_limit_get_429_json_with_retry_after() {
 
 /// A guest that computes without ever awaiting yields at every epoch tick: with more such
 /// guests than the runner has tokio workers, `/health` still answers promptly, and each
-/// spinning guest is still stopped at its own deadline.
+/// spinning guest is still stopped at its own deadline. Were the workers held, `/health` would
+/// wait for the guests' 6 s deadline and hit the client's 2 s timeout; the bound sits well
+/// below that and well above what a busy two-core machine adds (one CI run saw a p99 of 107 ms).
 #[tokio::test(flavor = "multi_thread")]
 async fn spinning_guests_do_not_stall_other_requests() {
     let runner = Runner::start(&[("REQUEST_TIMEOUT_SECS", "6")]);
@@ -741,7 +743,7 @@ async fn spinning_guests_do_not_stall_other_requests() {
         latencies[99]
     );
     assert!(
-        p99 < Duration::from_millis(100),
+        p99 < Duration::from_millis(500),
         "/health p99 {p99:?} with {} spinning guests on {workers} workers; slowest {:?}",
         workers + 1,
         latencies.last().unwrap()
