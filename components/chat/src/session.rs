@@ -36,9 +36,10 @@ pub fn store_failure(error: StoreError) -> ApiError {
 
 impl Conversation {
     /// Continues the session the request names: reads its recent turns, then stores the
-    /// question (on PostgreSQL in one statement with the schema check), so in a session the reader holds the question is kept even when answering it
-    /// fails. An id the server never issued (or one deleted since) is 404 `not_found`: sessions
-    /// are never created under an id a client chose. A request that names no session gets one
+    /// question (on PostgreSQL in one statement with the schema check), so in a session the
+    /// reader holds the question is kept even when answering it fails. An id the server never
+    /// issued (or one deleted since) is 404 `not_found`: sessions are never created under an
+    /// id a client chose. A request that names no session gets one
     /// under a new server-issued id when its answer is stored ([`Conversation::add_answer`]).
     pub fn open(settings: &Settings, request: &ChatRequest) -> Result<Self, ApiError> {
         // Opened even for a first question, which writes only at the end: a database that
