@@ -3,7 +3,8 @@
 # say) is from the container: `bench_client relay` delivers every byte DELAY ms late each way,
 # so each round trip to the database costs 2 x DELAY more. Keyless retrieval over the sample
 # book, JSON answers, one chat at a time: first questions, questions in a held session, and a
-# conversation read back (`GET /session/{id}`, what the widget does on every page load).
+# conversation read back (`GET /session/{id}`, what the widget does on every page load); then
+# the session actions: `POST /session`, a rating, and `DELETE /session/{id}`.
 # Baseline in the same run: the same runner on the same database reached directly. The
 # difference of the medians divided by the round trip is how many round trips to the database
 # a chat waits for.
@@ -60,12 +61,20 @@ for ((round = 1; round <= ROUNDS; round++)); do
         "$CLIENT" chat "${common[@]}" >"$TMP/first"
         "$CLIENT" chat --in-session "${common[@]}" >"$TMP/held"
         "$CLIENT" read-back "${common[@]}" >"$TMP/read"
+        "$CLIENT" session-actions "${common[@]}" >"$TMP/actions"
         first=$(p50 "$TMP/first") held=$(p50 "$TMP/held") read=$(p50 "$TMP/read")
         printf "round %d  %-8s first question p50 %8s ms   in a session p50 %8s ms   read back p50 %8s ms\n" \
             "$round" "$target" "$first" "$held" "$read"
         echo "$first" >>"$TMP/$target-first"
         echo "$held" >>"$TMP/$target-held"
         echo "$read" >>"$TMP/$target-read"
+        printf "round %d  %-8s" "$round" "$target"
+        for action in create rate delete; do
+            value=$(awk -v key="${action}_p50_ms" '$1 == key {print $2}' "$TMP/actions")
+            printf "   %s p50 %8s ms" "$action" "$value"
+            echo "$value" >>"$TMP/$target-$action"
+        done
+        echo
     done
 done
 median() { sort -g "$1" | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
@@ -73,4 +82,8 @@ round_trips() { awk -v a="$(median "$TMP/relayed-$1")" -v b="$(median "$TMP/dire
 echo "median first question: direct $(median "$TMP/direct-first") ms, relayed $(median "$TMP/relayed-first") ms"
 echo "median in a session:   direct $(median "$TMP/direct-held") ms, relayed $(median "$TMP/relayed-held") ms"
 echo "median read back:       direct $(median "$TMP/direct-read") ms, relayed $(median "$TMP/relayed-read") ms"
+for action in create rate delete; do
+    echo "median $action: direct $(median "$TMP/direct-$action") ms, relayed $(median "$TMP/relayed-$action") ms"
+done
 echo "round trips to the database per chat: first question $(round_trips first), in a session $(round_trips held); per read back $(round_trips read)"
+echo "round trips per session action: create $(round_trips create), rate $(round_trips rate), delete $(round_trips delete)"

@@ -50,6 +50,18 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         warmup: usize,
     },
+    /// Starts a session with one chat, then `requests` times, one at a time: starts a session
+    /// (`POST /session`), rates the first chat's answer (`POST .../feedback`) and deletes the
+    /// new session (`DELETE /session/{id}`), timing each.
+    SessionActions {
+        /// The chat URL; sessions are at the same address under `/session`.
+        #[arg(long)]
+        url: String,
+        #[arg(long, default_value_t = 20)]
+        requests: usize,
+        #[arg(long, default_value_t = 0)]
+        warmup: usize,
+    },
     /// The chat's upstream calls sent straight to the doubles, built by the same core code:
     /// embed, hybrid Qdrant query, chat completion (streamed or not).
     Direct {
@@ -147,6 +159,11 @@ async fn main() -> Result<()> {
             requests,
             warmup,
         } => read_back(&url, requests, warmup).await?,
+        Command::SessionActions {
+            url,
+            requests,
+            warmup,
+        } => session_actions(&url, requests, warmup).await?,
         Command::Direct { doubles, load } => {
             let client = client(load.concurrency)?;
             let doubles = Arc::new(doubles);
@@ -431,13 +448,18 @@ fn report(load: &Load, (samples, elapsed): (Vec<Sample>, Duration)) {
     }
 }
 
-async fn read_back(chat_url: &str, requests: usize, warmup: usize) -> Result<()> {
-    let client = client(1)?;
-    let session = start_session(&client, chat_url, "What does ZMP stand for?").await?;
+/// `…/session` beside `…/chat`.
+fn sessions_url(chat_url: &str) -> Result<String> {
     let base = chat_url
         .strip_suffix("/chat")
         .with_context(|| format!("{chat_url} does not end in /chat"))?;
-    let url = format!("{base}/session/{session}?limit=50");
+    Ok(format!("{base}/session"))
+}
+
+async fn read_back(chat_url: &str, requests: usize, warmup: usize) -> Result<()> {
+    let client = client(1)?;
+    let session = start_session(&client, chat_url, "What does ZMP stand for?").await?;
+    let url = format!("{}/{session}?limit=50", sessions_url(chat_url)?);
     let mut totals = Vec::with_capacity(requests);
     for n in 0..warmup + requests {
         let started = Instant::now();
@@ -458,6 +480,68 @@ async fn read_back(chat_url: &str, requests: usize, warmup: usize) -> Result<()>
     println!("requests {}", totals.len());
     println!("total_p50_ms {}", ms(percentile(&mut totals, 50.0)));
     println!("total_p99_ms {}", ms(percentile(&mut totals, 99.0)));
+    Ok(())
+}
+
+async fn session_actions(chat_url: &str, requests: usize, warmup: usize) -> Result<()> {
+    let client = client(1)?;
+    let sessions = sessions_url(chat_url)?;
+    let chat: serde_json::Value = client
+        .post(chat_url)
+        .json(&serde_json::json!({ "query": "What does ZMP stand for?" }))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let (Some(rated), Some(answer)) = (chat["session_id"].as_str(), chat["message_id"].as_i64())
+    else {
+        bail!("POST {chat_url}: no session_id or message_id in {chat}");
+    };
+    let feedback = format!("{sessions}/{rated}/messages/{answer}/feedback");
+    let mut timings: [Vec<Duration>; 3] = Default::default();
+    for n in 0..warmup + requests {
+        let started = Instant::now();
+        let created: serde_json::Value = client
+            .post(&sessions)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let create = started.elapsed();
+        let id = created["session_id"]
+            .as_str()
+            .with_context(|| format!("POST {sessions}: no session_id in {created}"))?;
+
+        let started = Instant::now();
+        let rating = if n % 2 == 0 { "up" } else { "down" };
+        client
+            .post(&feedback)
+            .json(&serde_json::json!({ "rating": rating }))
+            .send()
+            .await?
+            .error_for_status()?;
+        let rate = started.elapsed();
+
+        let started = Instant::now();
+        client
+            .delete(format!("{sessions}/{id}"))
+            .send()
+            .await?
+            .error_for_status()?;
+        let delete = started.elapsed();
+        if n >= warmup {
+            for (series, took) in timings.iter_mut().zip([create, rate, delete]) {
+                series.push(took);
+            }
+        }
+    }
+    println!("requests {requests}");
+    for (name, mut values) in ["create", "rate", "delete"].into_iter().zip(timings) {
+        println!("{name}_p50_ms {}", ms(percentile(&mut values, 50.0)));
+        println!("{name}_p99_ms {}", ms(percentile(&mut values, 99.0)));
+    }
     Ok(())
 }
 

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use rag_core::store::{
     ensure_schema, migrate, migrate_to, schema_version, session_key, Database, Dialect,
-    MessageStatus, Rating, Role, Rows, SchemaStatus, SessionStore, SqlValue, StoreError, Turn,
-    LATEST_SCHEMA_VERSION,
+    MessageStatus, Rating, RatingOutcome, Role, Rows, SchemaStatus, SessionStore, SqlValue,
+    StoreError, Turn, LATEST_SCHEMA_VERSION,
 };
 
 static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
@@ -276,6 +276,11 @@ backend_tests!(
     a_question_on_a_database_never_migrated_is_not_found,
     a_conversation_is_read_back_in_one_statement,
     a_read_on_a_database_never_migrated_finds_nothing,
+    session_actions_check_the_schema_themselves,
+    a_rating_on_a_database_never_migrated_finds_no_session,
+    a_delete_on_a_database_never_migrated_finds_no_session,
+    a_session_starts_on_a_database_never_migrated,
+    a_rating_tells_an_unknown_session_from_an_unknown_answer,
     update_message_rewrites_a_streamed_answer,
     feedback_is_replaced,
     recent_turns_fit_the_budget,
@@ -1122,6 +1127,167 @@ fn a_read_on_a_database_never_migrated_finds_nothing<B: Backend>(backend: &B) {
         None
     );
     assert_eq!(schema_version(&db).unwrap(), Some(LATEST_SCHEMA_VERSION));
+}
+
+/// `POST /session`, a rating and `DELETE` need no `ensure_schema` first: on a current
+/// PostgreSQL each is one statement, and each still finds a schema recorded as behind, which it
+/// migrates before acting once.
+fn session_actions_check_the_schema_themselves<B: Backend>(backend: &B) {
+    let db = Recording::new(ready(backend));
+    let store = SessionStore::new(&db);
+    let mut ids = (1..).map(|n| format!("checked-{n}"));
+    let held = store.start_session(|| ids.next().unwrap()).unwrap();
+    let answer = store
+        .append_exchange(&held.id, "q", "a", "[]", MessageStatus::Complete)
+        .unwrap();
+    let sessions = || count(&db.db, "SELECT COUNT(*) AS n FROM sessions", &[]);
+    let rating = || {
+        let rows = db
+            .db
+            .query(
+                &db.dialect()
+                    .render_test("SELECT rating FROM feedback WHERE message_id = $1"),
+                &[answer.id.into()],
+            )
+            .unwrap();
+        rows.first().map(|row| row.text("rating").unwrap())
+    };
+    let rollback = || {
+        db.db
+            .execute(
+                &db.dialect()
+                    .render_test("DELETE FROM schema_migrations WHERE version = $1"),
+                &[LATEST_SCHEMA_VERSION.into()],
+            )
+            .unwrap();
+    };
+    // SQLite: the version read, then the action (a delete is three statements in a
+    // transaction; a rating that finds nothing looks for the session too).
+    let expected = |postgres: usize, sqlite: usize| match db.dialect() {
+        Dialect::Postgres => postgres,
+        Dialect::Sqlite => sqlite,
+    };
+
+    db.take();
+    let started = store.start_session(|| ids.next().unwrap()).unwrap();
+    assert_timestamp(&started.created_at);
+    assert_eq!(db.take().len(), expected(1, 2));
+    assert_eq!(sessions(), 2);
+
+    let outcome = store
+        .rate_answer(&held.id, answer.id, Rating::Down, Some("wrong"), None)
+        .unwrap();
+    assert_eq!(outcome, RatingOutcome::Rated);
+    assert_eq!(db.take().len(), expected(1, 2));
+    assert_eq!(rating().as_deref(), Some("down"));
+
+    let outcome = store
+        .rate_answer(&started.id, answer.id, Rating::Up, None, None)
+        .unwrap();
+    assert_eq!(outcome, RatingOutcome::UnknownAnswer);
+    assert_eq!(db.take().len(), expected(1, 3));
+    assert_eq!(
+        rating().as_deref(),
+        Some("down"),
+        "another session's answer"
+    );
+
+    assert!(store.delete_session(&started.id).unwrap());
+    let sent = db.take();
+    assert_eq!(sent.len(), expected(1, 6), "{sent:#?}");
+    assert!(!store.delete_session(&started.id).unwrap());
+    db.take();
+    assert_eq!(sessions(), 1);
+
+    // Recorded as behind: each is refused inside its statement, migrates, and acts once.
+    rollback();
+    store.start_session(|| ids.next().unwrap()).unwrap();
+    assert_eq!(schema_version(&db.db).unwrap(), Some(LATEST_SCHEMA_VERSION));
+    assert_eq!(sessions(), 2, "one session started, not two");
+
+    rollback();
+    let outcome = store
+        .rate_answer(&held.id, answer.id, Rating::Up, None, Some("better now"))
+        .unwrap();
+    assert_eq!(outcome, RatingOutcome::Rated);
+    assert_eq!(schema_version(&db.db).unwrap(), Some(LATEST_SCHEMA_VERSION));
+    assert_eq!(rating().as_deref(), Some("up"));
+
+    rollback();
+    assert!(store.delete_session(&held.id).unwrap());
+    assert_eq!(schema_version(&db.db).unwrap(), Some(LATEST_SCHEMA_VERSION));
+    assert_eq!(sessions(), 1);
+    assert_eq!(rating(), None, "the rating went with its session");
+}
+
+/// Never migrated: a rating migrates, then finds no such session.
+fn a_rating_on_a_database_never_migrated_finds_no_session<B: Backend>(backend: &B) {
+    let db = backend.connect();
+    let outcome = SessionStore::new(&db)
+        .rate_answer("never-issued", 1, Rating::Up, None, None)
+        .unwrap();
+    assert_eq!(outcome, RatingOutcome::UnknownSession);
+    assert_eq!(schema_version(&db).unwrap(), Some(LATEST_SCHEMA_VERSION));
+}
+
+/// Never migrated: a delete migrates, then finds no such session.
+fn a_delete_on_a_database_never_migrated_finds_no_session<B: Backend>(backend: &B) {
+    let db = backend.connect();
+    assert!(!SessionStore::new(&db)
+        .delete_session("never-issued")
+        .unwrap());
+    assert_eq!(schema_version(&db).unwrap(), Some(LATEST_SCHEMA_VERSION));
+}
+
+/// Never migrated: starting a session migrates, then stores it.
+fn a_session_starts_on_a_database_never_migrated<B: Backend>(backend: &B) {
+    let db = backend.connect();
+    let store = SessionStore::new(&db);
+    let session = store.start_session(|| "first-ever".to_owned()).unwrap();
+    assert_eq!(schema_version(&db).unwrap(), Some(LATEST_SCHEMA_VERSION));
+    let stored = store.get_session(&session.id, 1, None).unwrap();
+    assert_eq!(stored.map(|page| page.session), Some(session));
+}
+
+/// A rating says which of the three it came to, and stores nothing unless it rated: an
+/// unknown session and an answer that is not the session's (another session's, a question, no
+/// such message) are told apart only for the holder of a real session's id.
+fn a_rating_tells_an_unknown_session_from_an_unknown_answer<B: Backend>(backend: &B) {
+    let db = ready(backend);
+    let store = SessionStore::new(&db);
+    store.create_session("a").unwrap();
+    store.create_session("b").unwrap();
+    let question = store
+        .append_message("a", Role::User, "q", "[]", MessageStatus::Complete)
+        .unwrap();
+    let answer = store
+        .append_message("a", Role::Assistant, "r", "[]", MessageStatus::Complete)
+        .unwrap();
+    let rate = |session: &str, message: i64| {
+        store
+            .rate_answer(session, message, Rating::Up, Some("clear"), Some("thanks"))
+            .unwrap()
+    };
+    assert_eq!(rate("nope", answer.id), RatingOutcome::UnknownSession);
+    assert_eq!(rate("b", answer.id), RatingOutcome::UnknownAnswer);
+    assert_eq!(rate("a", question.id), RatingOutcome::UnknownAnswer);
+    assert_eq!(rate("a", 9_999_999), RatingOutcome::UnknownAnswer);
+    assert_eq!(count(&db, "SELECT COUNT(*) AS n FROM feedback", &[]), 0);
+    assert_eq!(rate("a", answer.id), RatingOutcome::Rated);
+    let page = store.get_session("a", 10, None).unwrap().unwrap();
+    let feedback = page.messages[1].feedback.clone().unwrap();
+    assert_eq!(
+        (
+            feedback.rating,
+            feedback.reason.as_deref(),
+            feedback.comment.as_deref()
+        ),
+        (Rating::Up, Some("clear"), Some("thanks"))
+    );
+    assert!(matches!(
+        store.rate_answer("a", answer.id, Rating::Up, Some("nul\0"), None),
+        Err(StoreError::Invalid(_))
+    ));
 }
 
 /// After this release migrates a database, the release before it still starts sessions there

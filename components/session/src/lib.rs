@@ -18,8 +18,8 @@ use adapters::respond;
 use rag_core::config::Settings;
 use rag_core::error::ApiError;
 use rag_core::store::{
-    ensure_schema, page_before, page_limit, validate_comment, validate_reason, validate_session_id,
-    FieldError, Message, Rating, SessionPage, SessionStore, StoreError, UNKNOWN_SESSION,
+    page_before, page_limit, validate_comment, validate_reason, validate_session_id, FieldError,
+    Message, Rating, RatingOutcome, SessionPage, SessionStore, StoreError, UNKNOWN_SESSION,
 };
 use serde_json::{json, Map, Value};
 use spin_sdk::http::{Method, Request, Response};
@@ -79,11 +79,7 @@ struct FeedbackBody {
 fn serve(request: &Request) -> Result<Response, ApiError> {
     let action = parse(request)?;
     let db = open_database()?;
-    // A read checks the schema itself, inside its one statement on PostgreSQL (`read_session`):
-    // the widget reads a conversation back on every page load.
-    if !matches!(action, Action::Read { .. }) {
-        ensure_schema(&db).map_err(|e| store_failure(&e))?;
-    }
+    // Every action checks the schema itself, on PostgreSQL inside its one statement.
     let store = SessionStore::new(&db);
     run(&store, action).map_err(|e| store_failure(&e))
 }
@@ -259,22 +255,20 @@ fn run(store: &SessionStore<'_, Db>, action: Action) -> Result<Response, StoreEr
             message_id,
             feedback,
         } => {
-            let rated = store.set_feedback(
+            let outcome = store.rate_answer(
                 &session_id,
                 message_id,
                 feedback.rating,
                 feedback.reason.as_deref(),
                 feedback.comment.as_deref(),
             )?;
-            if rated {
-                Ok(no_content())
-            } else if store.get_session(&session_id, 1, None)?.is_none() {
-                Err(session_not_found())
-            } else {
+            match outcome {
+                RatingOutcome::Rated => Ok(no_content()),
+                RatingOutcome::UnknownSession => Err(session_not_found()),
                 // Only the holder of this session's id gets here.
-                Err(StoreError::NotFound(format!(
+                RatingOutcome::UnknownAnswer => Err(StoreError::NotFound(format!(
                     "this session has no answer with message id {message_id}"
-                )))
+                ))),
             }
         }
     }

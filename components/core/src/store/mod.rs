@@ -26,8 +26,8 @@ pub use session_ids::{
     session_id_from_random, session_key, SESSION_ID_CHARS, SESSION_ID_RANDOM_BYTES,
 };
 pub use sessions::{
-    Feedback, Message, MessageRecord, MessageStatus, Role, Session, SessionPage, SessionStore,
-    Turn, UNKNOWN_SESSION,
+    Feedback, Message, MessageRecord, MessageStatus, RatingOutcome, Role, Session, SessionPage,
+    SessionStore, Turn, UNKNOWN_SESSION,
 };
 pub use validation::{
     page_before, page_limit, valid_session_id, validate_comment, validate_reason,

@@ -119,6 +119,16 @@ pub struct MessageRecord {
     pub created_at: String,
 }
 
+/// What came of rating an answer ([`SessionStore::rate_answer`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RatingOutcome {
+    Rated,
+    /// No session has this id; nothing was stored.
+    UnknownSession,
+    /// The session exists but holds no answer with this message id; nothing was stored.
+    UnknownAnswer,
+}
+
 /// A past message as conversation context for the next answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Turn {
@@ -134,6 +144,11 @@ pub struct SessionStore<'a, D: Database + ?Sized> {
 const MESSAGE_COLUMNS: &str = "m.id AS id, m.role AS role, m.content AS content, \
      m.sources AS sources, m.status AS status, m.created_at AS created_at, \
      f.rating AS rating, f.reason AS reason, f.comment AS comment, f.rated_at AS rated_at";
+
+/// The applied schema version as a CTE named `applied`, for the PostgreSQL statements that
+/// check it themselves and report it in a `schema_version` column (see [`current_schema_row`]).
+const APPLIED_VERSION: &str =
+    "applied AS (SELECT coalesce(max(version), 0) AS version FROM schema_migrations)";
 
 /// A page of a session's messages, newest first: `$1` the session's key, `$2` the id the page
 /// ends before, `$3` how many rows.
@@ -193,9 +208,44 @@ impl<'a, D: Database + ?Sized> SessionStore<'a, D> {
         }
     }
 
-    /// Starts a session under an id from `issue_id` (see [`under_fresh_id`]).
-    pub fn start_session(&self, issue_id: impl FnMut() -> String) -> Result<Session, StoreError> {
-        under_fresh_id(issue_id, |id| self.create_session(id))
+    /// Starts a session under an id from `issue_id` (see [`under_fresh_id`]). It needs no
+    /// [`ensure_schema`] first: on PostgreSQL the insert checks the version itself, so a new
+    /// session costs one round trip, and a schema found behind is migrated and the insert sent
+    /// once more; SQLite checks the schema, then inserts.
+    pub fn start_session(
+        &self,
+        mut issue_id: impl FnMut() -> String,
+    ) -> Result<Session, StoreError> {
+        if self.dialect() == Dialect::Sqlite {
+            ensure_schema(self.db)?;
+            return under_fresh_id(issue_id, |id| self.create_session(id));
+        }
+        self.with_current_schema(|| under_fresh_id(&mut issue_id, |id| self.create_on_postgres(id)))
+    }
+
+    fn create_on_postgres(&self, id: &str) -> Result<Session, StoreError> {
+        // One row, holding the applied version; `created_at` is NULL when nothing was inserted
+        // (schema behind, or the id taken).
+        let rows = self.query(
+            &format!(
+                "WITH {APPLIED_VERSION}, new_session AS ( \
+                     INSERT INTO sessions (id) \
+                     SELECT CAST($1 AS TEXT) FROM applied WHERE version >= $2 \
+                     ON CONFLICT (id) DO NOTHING \
+                     RETURNING created_at \
+                 ) \
+                 SELECT a.version AS schema_version, s.created_at AS created_at \
+                 FROM applied a LEFT JOIN new_session s ON true"
+            ),
+            &[session_key(id).into(), LATEST_SCHEMA_VERSION.into()],
+        )?;
+        match current_schema_row(&rows)?.opt_text("created_at")? {
+            Some(created_at) => Ok(Session {
+                id: id.to_owned(),
+                created_at,
+            }),
+            None => Err(id_taken()),
+        }
     }
 
     /// A page of the session's history, or `None` if there is no such session: at most `limit`
@@ -259,9 +309,7 @@ impl<'a, D: Database + ?Sized> SessionStore<'a, D> {
         // the session's creation time (NULL when there is no such session).
         let rows = self.query(
             &format!(
-                "WITH applied AS ( \
-                     SELECT coalesce(max(version), 0) AS version FROM schema_migrations \
-                 ), session AS ( \
+                "WITH {APPLIED_VERSION}, session AS ( \
                      SELECT created_at FROM sessions WHERE id = $1 \
                  ), page AS ( \
                      SELECT {MESSAGE_COLUMNS} FROM {PAGE_OF_MESSAGES} \
@@ -293,19 +341,36 @@ impl<'a, D: Database + ?Sized> SessionStore<'a, D> {
         Ok(Some(page_from_rows(session, messages, limit)?))
     }
 
-    /// Deletes the session with its messages and ratings; returns whether it existed.
+    /// Deletes the session with its messages and ratings; returns whether it existed. It needs
+    /// no [`ensure_schema`] first: on PostgreSQL the delete checks the version itself (one round
+    /// trip), and a schema found behind is migrated and the delete sent once more.
     pub fn delete_session(&self, id: &str) -> Result<bool, StoreError> {
         reject_nul("session_id", id)?;
         let key = session_key(id);
         match self.dialect() {
-            Dialect::Postgres => {
-                let deleted =
-                    self.execute("DELETE FROM sessions WHERE id = $1", &[key.as_str().into()])?;
-                Ok(deleted > 0)
-            }
+            // The messages and ratings go with the session: ON DELETE CASCADE.
+            Dialect::Postgres => self.with_current_schema(|| {
+                let rows = self.query(
+                    &format!(
+                        "WITH {APPLIED_VERSION}, deleted AS ( \
+                             DELETE FROM sessions WHERE id = $1 \
+                             AND (SELECT version FROM applied) >= $2 \
+                             RETURNING id \
+                         ) \
+                         SELECT a.version AS schema_version, \
+                             (SELECT count(*) FROM deleted) AS deleted \
+                         FROM applied a"
+                    ),
+                    &[key.as_str().into(), LATEST_SCHEMA_VERSION.into()],
+                )?;
+                Ok(current_schema_row(&rows)?.integer("deleted")? > 0)
+            }),
             // SQLite enforces foreign keys (and so ON DELETE CASCADE) only on connections that
             // enabled them, which a host may not do: delete the children explicitly.
-            Dialect::Sqlite => in_transaction(self.db, |db| delete_stored_session(db, &key)),
+            Dialect::Sqlite => {
+                ensure_schema(self.db)?;
+                in_transaction(self.db, |db| delete_stored_session(db, &key))
+            }
         }
     }
 
@@ -438,9 +503,8 @@ impl<'a, D: Database + ?Sized> SessionStore<'a, D> {
             // NULL when nothing was inserted (schema behind, or the id taken).
             Dialect::Postgres => {
                 let rows = self.query(
-                    "WITH applied AS ( \
-                         SELECT coalesce(max(version), 0) AS version FROM schema_migrations \
-                     ), new_session AS ( \
+                    &format!(
+                        "WITH {APPLIED_VERSION}, new_session AS ( \
                          INSERT INTO sessions (id) \
                          SELECT CAST($1 AS TEXT) FROM applied WHERE version >= $6 \
                          ON CONFLICT (id) DO NOTHING \
@@ -459,7 +523,8 @@ impl<'a, D: Database + ?Sized> SessionStore<'a, D> {
                          m.id, m.created_at \
                      FROM applied a \
                      LEFT JOIN new_session s ON true \
-                     LEFT JOIN new_messages m ON m.role = 'assistant'",
+                     LEFT JOIN new_messages m ON m.role = 'assistant'"
+                    ),
                     &[
                         key.into(),
                         question.into(),
@@ -553,20 +618,9 @@ impl<'a, D: Database + ?Sized> SessionStore<'a, D> {
         reason: Option<&str>,
         comment: Option<&str>,
     ) -> Result<bool, StoreError> {
-        reject_nul("session_id", session_id)?;
-        if let Some(reason) = reason {
-            reject_nul("reason", reason)?;
-        }
-        if let Some(comment) = comment {
-            reject_nul("comment", comment)?;
-        }
-        // The WHERE clause is also what lets SQLite parse ON CONFLICT after INSERT ... SELECT.
+        reject_nul_in_rating(session_id, reason, comment)?;
         let written = self.execute(
-            "INSERT INTO feedback (message_id, rating, reason, comment) \
-             SELECT id, CAST($3 AS TEXT), CAST($4 AS TEXT), CAST($5 AS TEXT) FROM messages \
-             WHERE id = $2 AND session_id = $1 AND role = 'assistant' \
-             ON CONFLICT (message_id) DO UPDATE SET rating = excluded.rating, \
-             reason = excluded.reason, comment = excluded.comment, rated_at = {now}",
+            &rating_upsert(""),
             &[
                 session_key(session_id).into(),
                 message_id.into(),
@@ -576,6 +630,64 @@ impl<'a, D: Database + ?Sized> SessionStore<'a, D> {
             ],
         )?;
         Ok(written > 0)
+    }
+
+    /// Rates an answer as [`set_feedback`](Self::set_feedback) does, and when there is no such
+    /// answer tells whether the session exists. It needs no [`ensure_schema`] first: on
+    /// PostgreSQL the rating, the version check and the session's existence are one statement
+    /// (one round trip instead of two, or three for an unknown answer), and a schema found
+    /// behind is migrated and the statement sent once more; SQLite checks the schema, rates,
+    /// and looks for the session only when nothing was rated.
+    pub fn rate_answer(
+        &self,
+        session_id: &str,
+        message_id: i64,
+        rating: Rating,
+        reason: Option<&str>,
+        comment: Option<&str>,
+    ) -> Result<RatingOutcome, StoreError> {
+        if self.dialect() == Dialect::Sqlite {
+            ensure_schema(self.db)?;
+            if self.set_feedback(session_id, message_id, rating, reason, comment)? {
+                return Ok(RatingOutcome::Rated);
+            }
+            let sessions = self.query(
+                "SELECT count(*) AS sessions FROM sessions WHERE id = $1",
+                &[session_key(session_id).into()],
+            )?;
+            let session_exists = match sessions.first() {
+                Some(row) => row.integer("sessions")? > 0,
+                None => false,
+            };
+            return Ok(rating_outcome(false, session_exists));
+        }
+        reject_nul_in_rating(session_id, reason, comment)?;
+        self.with_current_schema(|| {
+            let rows = self.query(
+                &format!(
+                    "WITH {APPLIED_VERSION}, rated AS ({}) \
+                     SELECT a.version AS schema_version, \
+                         (SELECT count(*) FROM rated) AS rated, \
+                         (SELECT count(*) FROM sessions WHERE id = $1) AS sessions \
+                     FROM applied a",
+                    rating_upsert("AND (SELECT version FROM applied) >= $6")
+                        + " RETURNING message_id"
+                ),
+                &[
+                    session_key(session_id).into(),
+                    message_id.into(),
+                    rating.as_str().into(),
+                    reason.into(),
+                    comment.into(),
+                    LATEST_SCHEMA_VERSION.into(),
+                ],
+            )?;
+            let row = current_schema_row(&rows)?;
+            Ok(rating_outcome(
+                row.integer("rated")? > 0,
+                row.integer("sessions")? > 0,
+            ))
+        })
     }
 
     /// The newest turns whose contents together fit in `budget_chars` characters, oldest first,
@@ -651,9 +763,8 @@ impl<'a, D: Database + ?Sized> SessionStore<'a, D> {
         // One row per turn (or one with no turn), each carrying the version and the question's
         // id and time; the turns as `recent_turns` selects them.
         let rows = self.query(
-            "WITH applied AS ( \
-                 SELECT coalesce(max(version), 0) AS version FROM schema_migrations \
-             ), question AS ( \
+            &format!(
+                "WITH {APPLIED_VERSION}, question AS ( \
                  INSERT INTO messages (session_id, role, content, sources, status) \
                  SELECT s.id, 'user', CAST($3 AS TEXT), '[]', 'complete' \
                  FROM sessions s, applied a WHERE s.id = $1 AND a.version >= $4 \
@@ -670,7 +781,8 @@ impl<'a, D: Database + ?Sized> SessionStore<'a, D> {
              FROM applied a \
              LEFT JOIN question q ON true \
              LEFT JOIN turns t ON true \
-             ORDER BY t.id",
+             ORDER BY t.id"
+            ),
             &[
                 session_key(session_id).into(),
                 budget.into(),
@@ -715,6 +827,42 @@ fn current_schema_row(rows: &Rows) -> Result<Row<'_>, StoreError> {
         _ => Err(StoreError::Query(
             "the schema is behind this release".into(),
         )),
+    }
+}
+
+/// The rating of answer `$2` of session `$1` as `$3`, with reason `$4` and comment `$5`,
+/// replacing an earlier one; `guard` adds to the match.
+fn rating_upsert(guard: &str) -> String {
+    // The WHERE clause is also what lets SQLite parse ON CONFLICT after INSERT ... SELECT.
+    format!(
+        "INSERT INTO feedback (message_id, rating, reason, comment) \
+         SELECT id, CAST($3 AS TEXT), CAST($4 AS TEXT), CAST($5 AS TEXT) FROM messages \
+         WHERE id = $2 AND session_id = $1 AND role = 'assistant' {guard} \
+         ON CONFLICT (message_id) DO UPDATE SET rating = excluded.rating, \
+         reason = excluded.reason, comment = excluded.comment, rated_at = {{now}}"
+    )
+}
+
+fn reject_nul_in_rating(
+    session_id: &str,
+    reason: Option<&str>,
+    comment: Option<&str>,
+) -> Result<(), StoreError> {
+    reject_nul("session_id", session_id)?;
+    if let Some(reason) = reason {
+        reject_nul("reason", reason)?;
+    }
+    if let Some(comment) = comment {
+        reject_nul("comment", comment)?;
+    }
+    Ok(())
+}
+
+fn rating_outcome(rated: bool, session_exists: bool) -> RatingOutcome {
+    match (rated, session_exists) {
+        (true, _) => RatingOutcome::Rated,
+        (false, true) => RatingOutcome::UnknownAnswer,
+        (false, false) => RatingOutcome::UnknownSession,
     }
 }
 
