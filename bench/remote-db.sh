@@ -4,7 +4,9 @@
 # so each round trip to the database costs 2 x DELAY more. Keyless retrieval over the sample
 # book, JSON answers, one chat at a time: first questions, questions in a held session, and a
 # conversation read back (`GET /session/{id}`, what the widget does on every page load); then
-# the session actions: `POST /session`, a rating, and `DELETE /session/{id}`.
+# the session actions: `POST /session`, a rating, and `DELETE /session/{id}`; then streamed
+# chats answered by a model double whose response head takes MODEL_MS (default 20) ms, timed
+# to the first `sources` event, first questions and in a held session.
 # Baseline in the same run: the same runner on the same database reached directly. The
 # difference of the medians divided by the round trip is how many round trips to the database
 # a chat waits for.
@@ -40,16 +42,26 @@ done
 RELAY=$(awk '/^listening/ {print $2}' "$TMP/relay.log")
 [[ -n $RELAY ]] || { say "the relay did not start"; exit 1; }
 
-declare -A URL
+MODEL_MS=${MODEL_MS:-20}
+start_doubles --chat-ms "$MODEL_MS"
+declare -A URL STREAM_URL
 for target in direct relayed; do
     server=$SERVER
     [[ $target == relayed ]] && server=$RELAY
     book_data_dir "$TMP/data-$target"
-    port=$(free_port)
-    # shellcheck disable=SC2086
-    start_runner "$port" "$TMP/data-$target" CHAT_RATE_LIMIT_PER_MINUTE=0 SESSION_WRITE_RATE_LIMIT_PER_MINUTE=0 \
-        DATABASE_URL="postgres://$USER_PART$server/$DATABASE?sslmode=disable" ${RUNNER_ENV:-}
-    URL[$target]="http://127.0.0.1:$port/chat"
+    for model in none double; do
+        port=$(free_port)
+        model_env=()
+        [[ $model == double ]] && model_env=(OPENAI_API_KEY=bench OPENAI_BASE_URL="$DOUBLES_URL/v1")
+        # shellcheck disable=SC2086
+        start_runner "$port" "$TMP/data-$target" CHAT_RATE_LIMIT_PER_MINUTE=0 SESSION_WRITE_RATE_LIMIT_PER_MINUTE=0 \
+            DATABASE_URL="postgres://$USER_PART$server/$DATABASE?sslmode=disable" "${model_env[@]}" ${RUNNER_ENV:-}
+        if [[ $model == none ]]; then
+            URL[$target]="http://127.0.0.1:$port/chat"
+        else
+            STREAM_URL[$target]="http://127.0.0.1:$port/chat"
+        fi
+    done
 done
 
 machine
@@ -75,6 +87,15 @@ for ((round = 1; round <= ROUNDS; round++)); do
             echo "$value" >>"$TMP/$target-$action"
         done
         echo
+        streamed=(--url "${STREAM_URL[$target]}" --requests "$REQUESTS" --warmup 2 --stream)
+        "$CLIENT" chat "${streamed[@]}" >"$TMP/first-streamed"
+        "$CLIENT" chat --in-session "${streamed[@]}" >"$TMP/held-streamed"
+        first=$(awk '$1 == "sources_p50_ms" {print $2}' "$TMP/first-streamed")
+        held=$(awk '$1 == "sources_p50_ms" {print $2}' "$TMP/held-streamed")
+        printf "round %d  %-8s streamed, to the first sources event: first question p50 %8s ms   in a session p50 %8s ms\n" \
+            "$round" "$target" "$first" "$held"
+        echo "$first" >>"$TMP/$target-first-streamed"
+        echo "$held" >>"$TMP/$target-held-streamed"
     done
 done
 median() { sort -g "$1" | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
@@ -86,4 +107,7 @@ for action in create rate delete; do
     echo "median $action: direct $(median "$TMP/direct-$action") ms, relayed $(median "$TMP/relayed-$action") ms"
 done
 echo "round trips to the database per chat: first question $(round_trips first), in a session $(round_trips held); per read back $(round_trips read)"
+echo "median streamed first question, to sources: direct $(median "$TMP/direct-first-streamed") ms, relayed $(median "$TMP/relayed-first-streamed") ms"
+echo "median streamed in a session, to sources:   direct $(median "$TMP/direct-held-streamed") ms, relayed $(median "$TMP/relayed-held-streamed") ms"
 echo "round trips per session action: create $(round_trips create), rate $(round_trips rate), delete $(round_trips delete)"
+echo "round trips before the first sources event, streamed (model head ${MODEL_MS} ms): first question $(round_trips first-streamed), in a session $(round_trips held-streamed)"

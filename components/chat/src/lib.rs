@@ -199,29 +199,43 @@ impl Tokens {
 /// with its status; the answer row is written first (incomplete) and completed at the end, so a
 /// client that goes away leaves what it was sent stored as incomplete.
 async fn answer_streamed(prepared: Prepared, out: ResponseOutparam) {
-    let mut tokens = match &prepared.plan {
-        Plan::Refuse => Tokens::Ready(VecDeque::from([REFUSAL.to_owned()])),
-        Plan::Extract(answer) => Tokens::Ready(
+    let sources = prepared.sources();
+    let sources_json = pipeline::sources_json(&sources);
+    let conversation = &prepared.conversation;
+    let store_row = || conversation.add_answer("", &sources_json, MessageStatus::Incomplete);
+    let ready = |pieces| store_row().map(|id| (Tokens::Ready(pieces), id));
+    let opened = match &prepared.plan {
+        Plan::Refuse => ready(VecDeque::from([REFUSAL.to_owned()])),
+        Plan::Extract(answer) => ready(
             pipeline::stream_pieces(answer)
                 .into_iter()
                 .map(str::to_owned)
                 .collect(),
         ),
         Plan::Generate => {
-            match generate::open_stream(&prepared.settings, &prepared.messages()).await {
-                Ok(stream) => Tokens::Model(Box::new(stream)),
-                Err(error) => {
+            // The row is stored while the model's response head is awaited: `join` polls the
+            // request first, which sends it, and a database write on PostgreSQL yields to the
+            // host, so its round trip overlaps the model's instead of following it.
+            let messages = prepared.messages();
+            let (stream, stored) = futures::join!(
+                generate::open_stream(&prepared.settings, &messages),
+                async { store_row() }
+            );
+            match (stream, stored) {
+                (Ok(stream), Ok(id)) => Ok((Tokens::Model(Box::new(stream)), id)),
+                (Ok(_), Err(error)) => Err(error),
+                (Err(error), stored) => {
                     adapters::log::failure("chat", format_args!("generation failed: {error}"));
-                    return reply::error(out, &ApiError::from(error)).await;
+                    if let Ok(id) = stored {
+                        conversation.discard_answer(id);
+                    }
+                    Err(ApiError::from(error))
                 }
             }
         }
     };
-    let sources = prepared.sources();
-    let sources_json = pipeline::sources_json(&sources);
-    let conversation = &prepared.conversation;
-    let message_id = match conversation.add_answer("", &sources_json, MessageStatus::Incomplete) {
-        Ok(id) => id,
+    let (mut tokens, message_id) = match opened {
+        Ok(opened) => opened,
         Err(error) => return reply::error(out, &error).await,
     };
 

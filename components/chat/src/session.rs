@@ -1,6 +1,6 @@
 //! The conversation a question belongs to: its earlier turns, and the turns this request adds.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use adapters::db::Db;
 use adapters::respond;
@@ -27,6 +27,8 @@ pub struct Conversation {
     pub history: Vec<Turn>,
     /// The question of a request that names no session, until it is stored with its answer.
     unsaved_question: RefCell<Option<String>>,
+    /// Whether this request started the session (with its first question and answer).
+    started_here: Cell<bool>,
 }
 
 /// How a storage failure reaches the client: the stable code; the detail goes to the log.
@@ -51,6 +53,7 @@ impl Conversation {
             session_id: RefCell::new(session_id),
             history,
             unsaved_question: RefCell::new(unsaved_question),
+            started_here: Cell::new(false),
         };
         let Some(session_id) = &request.session_id else {
             // A session started now has no turns to read, and its one write checks the
@@ -110,7 +113,31 @@ impl Conversation {
             )
             .map_err(store_failure)?;
         *self.session_id.borrow_mut() = session.id;
+        self.started_here.set(true);
         Ok(record.id)
+    }
+
+    /// Takes back an answer stored ahead of its text ([`Conversation::add_answer`] with
+    /// `Incomplete`) when no text will come: the model could not be reached. A session this
+    /// request started goes with it, since its id was never given out; in a session the reader
+    /// holds, the question stays. Failures are logged: the client gets the model's error anyway.
+    pub fn discard_answer(&self, message_id: i64) {
+        let session_id = self.session_id();
+        let discarded = self.connect().and_then(|db| {
+            let sessions = SessionStore::new(&db);
+            match self.started_here.get() {
+                true => sessions.delete_session(&session_id),
+                false => sessions.discard_answer(&session_id, message_id),
+            }
+        });
+        match discarded {
+            Ok(_) if self.started_here.replace(false) => self.session_id.borrow_mut().clear(),
+            Ok(_) => {}
+            Err(error) => adapters::log::failure(
+                "chat",
+                format!("could not discard message {message_id}: {error}"),
+            ),
+        }
     }
 
     /// Rewrites a streamed answer as it stands; failures are logged, since the client already

@@ -281,6 +281,7 @@ backend_tests!(
     a_delete_on_a_database_never_migrated_finds_no_session,
     a_session_starts_on_a_database_never_migrated,
     a_rating_tells_an_unknown_session_from_an_unknown_answer,
+    only_an_unwritten_answer_is_discarded,
     update_message_rewrites_a_streamed_answer,
     feedback_is_replaced,
     recent_turns_fit_the_budget,
@@ -1288,6 +1289,49 @@ fn a_rating_tells_an_unknown_session_from_an_unknown_answer<B: Backend>(backend:
         store.rate_answer("a", answer.id, Rating::Up, Some("nul\0"), None),
         Err(StoreError::Invalid(_))
     ));
+}
+
+/// `discard_answer` takes back only an incomplete answer of the session it names, with its
+/// rating; the question before it, complete answers and other sessions' answers stay.
+fn only_an_unwritten_answer_is_discarded<B: Backend>(backend: &B) {
+    let db = ready(backend);
+    let store = SessionStore::new(&db);
+    store.create_session("held").unwrap();
+    store.create_session("other").unwrap();
+    let answered = store
+        .append_exchange("held", "q1", "a1", "[]", MessageStatus::Complete)
+        .unwrap();
+    let pending = store
+        .append_exchange("held", "q2", "", "[]", MessageStatus::Incomplete)
+        .unwrap();
+    assert!(store
+        .set_feedback("held", pending.id, Rating::Down, None, None)
+        .unwrap());
+
+    assert!(!store.discard_answer("other", pending.id).unwrap());
+    assert!(!store.discard_answer("held", answered.id).unwrap());
+    assert!(
+        !store.discard_answer("held", answered.id - 1).unwrap(),
+        "a question"
+    );
+    assert!(store.discard_answer("held", pending.id).unwrap());
+    assert!(!store.discard_answer("held", pending.id).unwrap());
+
+    let page = store.get_session("held", 10, None).unwrap().unwrap();
+    let kept: Vec<_> = page
+        .messages
+        .iter()
+        .map(|m| (m.role, m.content.as_str()))
+        .collect();
+    assert_eq!(
+        kept,
+        [
+            (Role::User, "q1"),
+            (Role::Assistant, "a1"),
+            (Role::User, "q2")
+        ]
+    );
+    assert_eq!(count(&db, "SELECT COUNT(*) AS n FROM feedback", &[]), 0);
 }
 
 /// After this release migrates a database, the release before it still starts sessions there

@@ -606,6 +606,32 @@ impl<'a, D: Database + ?Sized> SessionStore<'a, D> {
         Ok(updated > 0)
     }
 
+    /// Removes an answer stored ahead of its text (incomplete, from this session) that will
+    /// never be written, with any rating; returns whether there was one. Complete answers and
+    /// questions are never removed this way.
+    pub fn discard_answer(&self, session_id: &str, message_id: i64) -> Result<bool, StoreError> {
+        reject_nul("session_id", session_id)?;
+        let params = [session_key(session_id).into(), message_id.into()];
+        let discard = "DELETE FROM messages WHERE id = $2 AND session_id = $1 \
+             AND role = 'assistant' AND status = 'incomplete'";
+        match self.dialect() {
+            // Its rating goes with it: ON DELETE CASCADE.
+            Dialect::Postgres => Ok(self.execute(discard, &params)? > 0),
+            // SQLite connections may not enforce foreign keys: the rating first.
+            Dialect::Sqlite => in_transaction(self.db, |db| {
+                let render = |sql: &str| db.dialect().render(sql);
+                db.execute(
+                    &render(
+                        "DELETE FROM feedback WHERE message_id IN (SELECT id FROM messages \
+                         WHERE id = $2 AND session_id = $1 AND status = 'incomplete')",
+                    ),
+                    &params,
+                )?;
+                Ok(db.execute(&render(discard), &params)? > 0)
+            }),
+        }
+    }
+
     /// Rates an assistant message of the session; a later rating replaces the earlier one.
     /// Returns `false` when the session has no assistant message with that id (user messages
     /// cannot be rated). Validate `reason` and `comment` first with
