@@ -670,6 +670,62 @@ fn stored_rows(server: &Server, table: &str) -> i64 {
         .unwrap()
 }
 
+/// On PostgreSQL a streamed answer's row is written while the model is reached: when the model
+/// cannot be, the row is taken back, so what is stored is what the embedded database keeps
+/// (the test above): no session for a first question, the question alone in a held session.
+#[tokio::test(flavor = "multi_thread")]
+async fn on_postgres_a_streamed_chat_whose_model_fails_stores_no_answer() {
+    let Some(schema) = support::postgres::postgres_or_skip().await else {
+        return;
+    };
+    let url = schema.url();
+    let (server, doubles) = start_with_doubles(&[("database_url", &url)]).await;
+    let count = |sql: String| {
+        let admin = &schema.admin;
+        async move {
+            let row = admin.query_one(&sql, &[]).await.unwrap();
+            row.get::<_, i64>(0)
+        }
+    };
+    let rows = |table: &str| count(format!("SELECT count(*) FROM {}.{table}", schema.name));
+    let streamed = |session: Option<&str>| {
+        let mut body = json!({"query": ZMP_QUESTION, "stream": true});
+        if let Some(session) = session {
+            body["session_id"] = session.into();
+        }
+        post_chat_streamed(&server, body, None)
+    };
+
+    // Every attempt fails (the retry policy makes three).
+    doubles.push_faults(Endpoint::OpenAiChat, Fault::server_error(), 3);
+    let failed = streamed(None).await;
+    assert_eq!(failed.status, 503);
+    assert_eq!((rows("sessions").await, rows("messages").await), (0, 0));
+
+    let (status, body) = post_chat(&server, json!({"query": ZMP_QUESTION})).await;
+    assert_eq!(status, 200, "{body}");
+    let session = body["session_id"].as_str().unwrap().to_owned();
+    doubles.push_faults(Endpoint::OpenAiChat, Fault::server_error(), 3);
+    let failed = streamed(Some(&session)).await;
+    assert_eq!(failed.status, 503);
+    let roles = format!(
+        "SELECT count(*) FROM {}.messages WHERE role = 'assistant'",
+        schema.name
+    );
+    assert_eq!((rows("messages").await, count(roles.clone()).await), (3, 1));
+
+    // The next streamed answer in the session is stored whole.
+    let answered = streamed(Some(&session)).await;
+    assert_eq!(answered.names().last(), Some(&"done"));
+    let complete = format!(
+        "SELECT count(*) FROM {}.messages WHERE status = 'complete'",
+        schema.name
+    );
+    assert_eq!((rows("messages").await, count(complete).await), (5, 5));
+    drop(server);
+    schema.drop_schema().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_first_question_is_stored_with_its_answer_and_a_failed_one_leaves_nothing() {
     let (server, doubles) = start_with_doubles(&[]).await;

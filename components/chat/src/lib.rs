@@ -154,10 +154,7 @@ async fn answer_json(prepared: Prepared) -> Result<ChatResponse, ApiError> {
         Plan::Generate => {
             generate::complete(&prepared.settings, &prepared.messages())
                 .await
-                .map_err(|error| {
-                    adapters::log::failure("chat", format_args!("generation failed: {error}"));
-                    ApiError::from(error)
-                })?
+                .map_err(generation_failed)?
                 .content
         }
     };
@@ -173,6 +170,40 @@ async fn answer_json(prepared: Prepared) -> Result<ChatResponse, ApiError> {
         message_id,
         mode: prepared.mode(),
     })
+}
+
+/// Opens the model's stream and stores the answer's row with `store_row`; returns the stream
+/// and the row's id. A row stored for a model that could not be reached is taken back.
+async fn open_model_stream(
+    prepared: &Prepared,
+    store_row: impl Fn() -> Result<i64, ApiError>,
+) -> Result<(TokenStream, i64), ApiError> {
+    let messages = prepared.messages();
+    let open = generate::open_stream(&prepared.settings, &messages);
+    if !prepared.conversation.writes_yield() {
+        // The embedded database writes in place, which would hold the request back: write
+        // once the model has answered, while it prepares its first token.
+        let stream = open.await.map_err(generation_failed)?;
+        return Ok((stream, store_row()?));
+    }
+    // A PostgreSQL statement yields to the host, and `join` polls the request first, which
+    // sends it: the write's round trip overlaps the model's instead of following it.
+    let (stream, stored) = futures::join!(open, async { store_row() });
+    match (stream, stored) {
+        (Ok(stream), Ok(id)) => Ok((stream, id)),
+        (Ok(_), Err(error)) => Err(error),
+        (Err(error), stored) => {
+            if let Ok(id) = stored {
+                prepared.conversation.discard_answer(id);
+            }
+            Err(generation_failed(error))
+        }
+    }
+}
+
+fn generation_failed(error: UpstreamError) -> ApiError {
+    adapters::log::failure("chat", format_args!("generation failed: {error}"));
+    ApiError::from(error)
 }
 
 /// Where streamed answer text comes from.
@@ -212,27 +243,9 @@ async fn answer_streamed(prepared: Prepared, out: ResponseOutparam) {
                 .map(str::to_owned)
                 .collect(),
         ),
-        Plan::Generate => {
-            // The row is stored while the model's response head is awaited: `join` polls the
-            // request first, which sends it, and a database write on PostgreSQL yields to the
-            // host, so its round trip overlaps the model's instead of following it.
-            let messages = prepared.messages();
-            let (stream, stored) = futures::join!(
-                generate::open_stream(&prepared.settings, &messages),
-                async { store_row() }
-            );
-            match (stream, stored) {
-                (Ok(stream), Ok(id)) => Ok((Tokens::Model(Box::new(stream)), id)),
-                (Ok(_), Err(error)) => Err(error),
-                (Err(error), stored) => {
-                    adapters::log::failure("chat", format_args!("generation failed: {error}"));
-                    if let Ok(id) = stored {
-                        conversation.discard_answer(id);
-                    }
-                    Err(ApiError::from(error))
-                }
-            }
-        }
+        Plan::Generate => open_model_stream(&prepared, store_row)
+            .await
+            .map(|(stream, id)| (Tokens::Model(Box::new(stream)), id)),
     };
     let (mut tokens, message_id) = match opened {
         Ok(opened) => opened,

@@ -77,6 +77,12 @@ impl Conversation {
         self.session_id.borrow().clone()
     }
 
+    /// Whether a write lets the host get on with other work while it waits: true on
+    /// PostgreSQL, across the network; false on the embedded SQLite, which writes in place.
+    pub fn writes_yield(&self) -> bool {
+        self.database_url.is_some()
+    }
+
     fn connect(&self) -> Result<Db, StoreError> {
         Db::open(self.database_url.as_deref())
     }
