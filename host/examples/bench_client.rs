@@ -230,16 +230,21 @@ where
 }
 
 /// The id of the session a first chat starts.
-async fn start_session(client: &reqwest::Client, url: &str, query: &str) -> Result<String> {
+/// A JSON chat that starts a session; its answer.
+async fn first_chat(client: &reqwest::Client, url: &str, query: &str) -> Result<serde_json::Value> {
     let body = serde_json::json!({ "query": query });
-    let answer: serde_json::Value = client
+    Ok(client
         .post(url)
         .json(&body)
         .send()
         .await?
         .error_for_status()?
         .json()
-        .await?;
+        .await?)
+}
+
+async fn start_session(client: &reqwest::Client, url: &str, query: &str) -> Result<String> {
+    let answer = first_chat(client, url, query).await?;
     answer["session_id"]
         .as_str()
         .map(str::to_owned)
@@ -486,14 +491,7 @@ async fn read_back(chat_url: &str, requests: usize, warmup: usize) -> Result<()>
 async fn session_actions(chat_url: &str, requests: usize, warmup: usize) -> Result<()> {
     let client = client(1)?;
     let sessions = sessions_url(chat_url)?;
-    let chat: serde_json::Value = client
-        .post(chat_url)
-        .json(&serde_json::json!({ "query": "What does ZMP stand for?" }))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
+    let chat = first_chat(&client, chat_url, "What does ZMP stand for?").await?;
     let (Some(rated), Some(answer)) = (chat["session_id"].as_str(), chat["message_id"].as_i64())
     else {
         bail!("POST {chat_url}: no session_id or message_id in {chat}");

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use rag_core::store::{
     ensure_schema, migrate, migrate_to, schema_version, session_key, Database, Dialect,
-    MessageStatus, Rating, RatingOutcome, Role, Rows, SchemaStatus, SessionStore, SqlValue,
-    StoreError, Turn, LATEST_SCHEMA_VERSION,
+    MessageRecord, MessageStatus, Rating, RatingOutcome, Role, Rows, SchemaStatus, SessionStore,
+    SqlValue, StoreError, Turn, LATEST_SCHEMA_VERSION,
 };
 
 static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
@@ -299,6 +299,17 @@ fn ready<B: Backend>(backend: &B) -> B::Db {
 fn count(db: &impl Database, sql: &str, params: &[SqlValue]) -> i64 {
     let rows = db.query(sql, params).expect("count query");
     rows.first().unwrap().integer("n").unwrap()
+}
+
+/// Removes this release's version from the record while its tables stay: only a check of the
+/// recorded version can tell the schema is behind.
+fn record_schema_as_behind(db: &impl Database) {
+    db.execute(
+        &db.dialect()
+            .render_test("DELETE FROM schema_migrations WHERE version = $1"),
+        &[LATEST_SCHEMA_VERSION.into()],
+    )
+    .unwrap();
 }
 
 /// `2026-11-23T15:04:05.123Z`
@@ -662,14 +673,7 @@ fn missing_rows<B: Backend>(backend: &B) {
         .unwrap());
     assert!(store.recent_turns("nope", 10_000).unwrap().is_empty());
 
-    store.create_session("a").unwrap();
-    store.create_session("b").unwrap();
-    let question = store
-        .append_message("a", Role::User, "q", "[]", MessageStatus::Complete)
-        .unwrap();
-    let answer = store
-        .append_message("a", Role::Assistant, "r", "[]", MessageStatus::Complete)
-        .unwrap();
+    let (question, answer) = sessions_a_and_b(&store);
     assert!(!store
         .set_feedback("nope", answer.id, Rating::Up, None, None)
         .unwrap());
@@ -691,6 +695,19 @@ fn missing_rows<B: Backend>(backend: &B) {
     assert!(store
         .set_feedback("a", answer.id, Rating::Up, None, None)
         .unwrap());
+}
+
+/// Sessions "a", holding a question and its answer (returned), and "b", empty.
+fn sessions_a_and_b<D: Database>(store: &SessionStore<'_, D>) -> (MessageRecord, MessageRecord) {
+    store.create_session("a").unwrap();
+    store.create_session("b").unwrap();
+    let question = store
+        .append_message("a", Role::User, "q", "[]", MessageStatus::Complete)
+        .unwrap();
+    let answer = store
+        .append_message("a", Role::Assistant, "r", "[]", MessageStatus::Complete)
+        .unwrap();
+    (question, answer)
 }
 
 fn an_exchange_is_stored_question_first_or_not_at_all<B: Backend>(backend: &B) {
@@ -935,14 +952,7 @@ fn a_first_exchange_checks_the_schema_itself<B: Backend>(backend: &B) {
 
     // Recorded as behind while the tables look current: only the check inside the write
     // can tell, and the version comes back because the migration ran again.
-    let behind = LATEST_SCHEMA_VERSION;
-    db.db
-        .execute(
-            &db.dialect()
-                .render_test("DELETE FROM schema_migrations WHERE version = $1"),
-            &[behind.into()],
-        )
-        .unwrap();
+    record_schema_as_behind(&db.db);
     let before = count(&db.db, "SELECT COUNT(*) AS n FROM sessions", &[]);
     start("on a database recorded as behind");
     assert_eq!(applied(), all, "the refused write migrated");
@@ -1007,13 +1017,7 @@ fn a_question_continues_its_session_in_one_statement<B: Backend>(backend: &B) {
     assert_eq!(count(&db.db, "SELECT COUNT(*) AS n FROM messages", &[]), 5);
 
     // Recorded as behind: refused inside the statement, migrated, sent again, stored once.
-    db.db
-        .execute(
-            &db.dialect()
-                .render_test("DELETE FROM schema_migrations WHERE version = $1"),
-            &[LATEST_SCHEMA_VERSION.into()],
-        )
-        .unwrap();
+    record_schema_as_behind(&db.db);
     let (turns, _) = store
         .continue_session("held", "after the rollback", budget)
         .unwrap();
@@ -1106,13 +1110,7 @@ fn a_conversation_is_read_back_in_one_statement<B: Backend>(backend: &B) {
     assert_eq!(paged.next_before, Some(paged.messages[0].id));
 
     // Recorded as behind: refused inside the statement, migrated, read again.
-    db.db
-        .execute(
-            &db.dialect()
-                .render_test("DELETE FROM schema_migrations WHERE version = $1"),
-            &[LATEST_SCHEMA_VERSION.into()],
-        )
-        .unwrap();
+    record_schema_as_behind(&db.db);
     let again = store.read_session("read-back", 50, None).unwrap().unwrap();
     assert_eq!(schema_version(&db.db).unwrap(), Some(LATEST_SCHEMA_VERSION));
     assert_eq!(again, full);
@@ -1153,15 +1151,6 @@ fn session_actions_check_the_schema_themselves<B: Backend>(backend: &B) {
             .unwrap();
         rows.first().map(|row| row.text("rating").unwrap())
     };
-    let rollback = || {
-        db.db
-            .execute(
-                &db.dialect()
-                    .render_test("DELETE FROM schema_migrations WHERE version = $1"),
-                &[LATEST_SCHEMA_VERSION.into()],
-            )
-            .unwrap();
-    };
     // SQLite: the version read, then the action (a delete is three statements in a
     // transaction; a rating that finds nothing looks for the session too).
     let expected = |postgres: usize, sqlite: usize| match db.dialect() {
@@ -1201,12 +1190,12 @@ fn session_actions_check_the_schema_themselves<B: Backend>(backend: &B) {
     assert_eq!(sessions(), 1);
 
     // Recorded as behind: each is refused inside its statement, migrates, and acts once.
-    rollback();
+    record_schema_as_behind(&db.db);
     store.start_session(|| ids.next().unwrap()).unwrap();
     assert_eq!(schema_version(&db.db).unwrap(), Some(LATEST_SCHEMA_VERSION));
     assert_eq!(sessions(), 2, "one session started, not two");
 
-    rollback();
+    record_schema_as_behind(&db.db);
     let outcome = store
         .rate_answer(&held.id, answer.id, Rating::Up, None, Some("better now"))
         .unwrap();
@@ -1214,7 +1203,7 @@ fn session_actions_check_the_schema_themselves<B: Backend>(backend: &B) {
     assert_eq!(schema_version(&db.db).unwrap(), Some(LATEST_SCHEMA_VERSION));
     assert_eq!(rating().as_deref(), Some("up"));
 
-    rollback();
+    record_schema_as_behind(&db.db);
     assert!(store.delete_session(&held.id).unwrap());
     assert_eq!(schema_version(&db.db).unwrap(), Some(LATEST_SCHEMA_VERSION));
     assert_eq!(sessions(), 1);
@@ -1256,14 +1245,7 @@ fn a_session_starts_on_a_database_never_migrated<B: Backend>(backend: &B) {
 fn a_rating_tells_an_unknown_session_from_an_unknown_answer<B: Backend>(backend: &B) {
     let db = ready(backend);
     let store = SessionStore::new(&db);
-    store.create_session("a").unwrap();
-    store.create_session("b").unwrap();
-    let question = store
-        .append_message("a", Role::User, "q", "[]", MessageStatus::Complete)
-        .unwrap();
-    let answer = store
-        .append_message("a", Role::Assistant, "r", "[]", MessageStatus::Complete)
-        .unwrap();
+    let (question, answer) = sessions_a_and_b(&store);
     let rate = |session: &str, message: i64| {
         store
             .rate_answer(session, message, Rating::Up, Some("clear"), Some("thanks"))

@@ -645,17 +645,8 @@ impl<'a, D: Database + ?Sized> SessionStore<'a, D> {
         comment: Option<&str>,
     ) -> Result<bool, StoreError> {
         reject_nul_in_rating(session_id, reason, comment)?;
-        let written = self.execute(
-            &rating_upsert(""),
-            &[
-                session_key(session_id).into(),
-                message_id.into(),
-                rating.as_str().into(),
-                reason.into(),
-                comment.into(),
-            ],
-        )?;
-        Ok(written > 0)
+        let params = rating_params(session_id, message_id, rating, reason, comment);
+        Ok(self.execute(&rating_upsert(""), &params)? > 0)
     }
 
     /// Rates an answer as [`set_feedback`](Self::set_feedback) does, and when there is no such
@@ -688,6 +679,8 @@ impl<'a, D: Database + ?Sized> SessionStore<'a, D> {
             return Ok(rating_outcome(false, session_exists));
         }
         reject_nul_in_rating(session_id, reason, comment)?;
+        let mut params = rating_params(session_id, message_id, rating, reason, comment);
+        params.push(LATEST_SCHEMA_VERSION.into());
         self.with_current_schema(|| {
             let rows = self.query(
                 &format!(
@@ -699,14 +692,7 @@ impl<'a, D: Database + ?Sized> SessionStore<'a, D> {
                     rating_upsert("AND (SELECT version FROM applied) >= $6")
                         + " RETURNING message_id"
                 ),
-                &[
-                    session_key(session_id).into(),
-                    message_id.into(),
-                    rating.as_str().into(),
-                    reason.into(),
-                    comment.into(),
-                    LATEST_SCHEMA_VERSION.into(),
-                ],
+                &params,
             )?;
             let row = current_schema_row(&rows)?;
             Ok(rating_outcome(
@@ -867,6 +853,23 @@ fn rating_upsert(guard: &str) -> String {
          ON CONFLICT (message_id) DO UPDATE SET rating = excluded.rating, \
          reason = excluded.reason, comment = excluded.comment, rated_at = {{now}}"
     )
+}
+
+/// The parameters of [`rating_upsert`], in order.
+fn rating_params(
+    session_id: &str,
+    message_id: i64,
+    rating: Rating,
+    reason: Option<&str>,
+    comment: Option<&str>,
+) -> Vec<SqlValue> {
+    vec![
+        session_key(session_id).into(),
+        message_id.into(),
+        rating.as_str().into(),
+        reason.into(),
+        comment.into(),
+    ]
 }
 
 fn reject_nul_in_rating(
