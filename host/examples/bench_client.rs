@@ -41,27 +41,11 @@ enum Command {
     },
     /// Starts a session with one chat, then reads it back (`GET /session/{id}?limit=50`, what
     /// the widget does on every page load) `requests` times, one at a time.
-    ReadBack {
-        /// The chat URL; the session is read at the same address under `/session`.
-        #[arg(long)]
-        url: String,
-        #[arg(long, default_value_t = 20)]
-        requests: usize,
-        #[arg(long, default_value_t = 0)]
-        warmup: usize,
-    },
+    ReadBack(OneAtATime),
     /// Starts a session with one chat, then `requests` times, one at a time: starts a session
     /// (`POST /session`), rates the first chat's answer (`POST .../feedback`) and deletes the
     /// new session (`DELETE /session/{id}`), timing each.
-    SessionActions {
-        /// The chat URL; sessions are at the same address under `/session`.
-        #[arg(long)]
-        url: String,
-        #[arg(long, default_value_t = 20)]
-        requests: usize,
-        #[arg(long, default_value_t = 0)]
-        warmup: usize,
-    },
+    SessionActions(OneAtATime),
     /// The chat's upstream calls sent straight to the doubles, built by the same core code:
     /// embed, hybrid Qdrant query, chat completion (streamed or not).
     Direct {
@@ -104,6 +88,19 @@ enum Command {
         #[arg(long)]
         delay_ms: u64,
     },
+}
+
+/// Requests to `/session`, one at a time, beside a chat URL.
+#[derive(clap::Args)]
+struct OneAtATime {
+    /// The chat URL; sessions are at the same address under `/session`.
+    #[arg(long)]
+    url: String,
+    #[arg(long, default_value_t = 20)]
+    requests: usize,
+    /// Requests sent first and not counted.
+    #[arg(long, default_value_t = 0)]
+    warmup: usize,
 }
 
 #[derive(clap::Args, Clone)]
@@ -154,16 +151,8 @@ async fn main() -> Result<()> {
             };
             report(&load, drive(&load, run).await?);
         }
-        Command::ReadBack {
-            url,
-            requests,
-            warmup,
-        } => read_back(&url, requests, warmup).await?,
-        Command::SessionActions {
-            url,
-            requests,
-            warmup,
-        } => session_actions(&url, requests, warmup).await?,
+        Command::ReadBack(run) => read_back(&run.url, run.requests, run.warmup).await?,
+        Command::SessionActions(run) => session_actions(&run.url, run.requests, run.warmup).await?,
         Command::Direct { doubles, load } => {
             let client = client(load.concurrency)?;
             let doubles = Arc::new(doubles);
@@ -229,20 +218,22 @@ where
     Ok((samples, started.elapsed()))
 }
 
-/// The id of the session a first chat starts.
-/// A JSON chat that starts a session; its answer.
-async fn first_chat(client: &reqwest::Client, url: &str, query: &str) -> Result<serde_json::Value> {
-    let body = serde_json::json!({ "query": query });
-    Ok(client
-        .post(url)
-        .json(&body)
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?)
+/// The JSON body of a successful answer to `request`.
+async fn json_of(request: reqwest::RequestBuilder) -> Result<serde_json::Value> {
+    Ok(request.send().await?.error_for_status()?.json().await?)
 }
 
+/// A JSON chat that starts a session; its answer.
+async fn first_chat(client: &reqwest::Client, url: &str, query: &str) -> Result<serde_json::Value> {
+    json_of(
+        client
+            .post(url)
+            .json(&serde_json::json!({ "query": query })),
+    )
+    .await
+}
+
+/// The id of the session a first chat starts.
 async fn start_session(client: &reqwest::Client, url: &str, query: &str) -> Result<String> {
     let answer = first_chat(client, url, query).await?;
     answer["session_id"]
@@ -468,13 +459,7 @@ async fn read_back(chat_url: &str, requests: usize, warmup: usize) -> Result<()>
     let mut totals = Vec::with_capacity(requests);
     for n in 0..warmup + requests {
         let started = Instant::now();
-        let page: serde_json::Value = client
-            .get(&url)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
+        let page = json_of(client.get(&url)).await?;
         if page["messages"].as_array().is_none_or(Vec::is_empty) {
             bail!("GET {url}: no messages in {page}");
         }
@@ -500,13 +485,7 @@ async fn session_actions(chat_url: &str, requests: usize, warmup: usize) -> Resu
     let mut timings: [Vec<Duration>; 3] = Default::default();
     for n in 0..warmup + requests {
         let started = Instant::now();
-        let created: serde_json::Value = client
-            .post(&sessions)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
+        let created = json_of(client.post(&sessions)).await?;
         let create = started.elapsed();
         let id = created["session_id"]
             .as_str()

@@ -136,13 +136,11 @@ impl Conversation {
                 false => sessions.discard_answer(&session_id, message_id),
             }
         });
-        match discarded {
-            Ok(_) if self.started_here.replace(false) => self.session_id.borrow_mut().clear(),
-            Ok(_) => {}
-            Err(error) => adapters::log::failure(
+        if let Err(error) = discarded {
+            adapters::log::failure(
                 "chat",
                 format!("could not discard message {message_id}: {error}"),
-            ),
+            );
         }
     }
 
