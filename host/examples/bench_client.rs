@@ -66,6 +66,10 @@ enum Command {
         steps: Vec<usize>,
         #[arg(long, default_value = "What does ZMP stand for?")]
         query: String,
+        /// Pause after every 50 streams opened, in ms: streams arrive at 50 per pause, so at
+        /// most as many chats are set up at once as arrive while one is set up.
+        #[arg(long, default_value_t = 20)]
+        pace_ms: u64,
     },
     /// Starts `command` `runs` times; each time measures the time from spawn to the first 200
     /// from `GET http://127.0.0.1:{port}/health`, then stops the process.
@@ -168,7 +172,8 @@ async fn main() -> Result<()> {
             pid,
             steps,
             query,
-        } => hold(&url, pid, &steps, &query).await?,
+            pace_ms,
+        } => hold(&url, pid, &steps, &query, Duration::from_millis(pace_ms)).await?,
         Command::ColdStart {
             port,
             runs,
@@ -611,7 +616,7 @@ fn proc_kib(pid: u32, file: &str, field: &str) -> u64 {
     own + children
 }
 
-async fn hold(url: &str, pid: u32, steps: &[usize], query: &str) -> Result<()> {
+async fn hold(url: &str, pid: u32, steps: &[usize], query: &str, pace: Duration) -> Result<()> {
     let max = steps.iter().copied().max().unwrap_or(0);
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
@@ -656,7 +661,7 @@ async fn hold(url: &str, pid: u32, steps: &[usize], query: &str) -> Result<()> {
             }));
             // Paced, so the runner's accept queue and the doubles do not overflow.
             if open.len() % 50 == 0 {
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                tokio::time::sleep(pace).await;
             }
         }
         let mut ready = 0;

@@ -138,6 +138,20 @@ pub struct RuntimeSettings {
     /// Pooled PostgreSQL connections per database.
     #[arg(long, env = "PG_POOL_SIZE", default_value_t = 16)]
     pub pg_pool_size: usize,
+
+    /// Relay the model's tokens of a streamed answer in the runner, for components that opt in
+    /// (`tool.runner.relay_streams`); off, they stream by themselves as under `spin up`.
+    #[arg(
+        long = "stream-relay",
+        env = "STREAM_RELAY",
+        value_name = "YES|NO",
+        value_parser = parse_bool,
+        num_args = 0..=1,
+        default_value = "true",
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub stream_relay: bool,
 }
 
 impl RuntimeSettings {

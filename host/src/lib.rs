@@ -23,6 +23,7 @@ pub mod server;
 pub mod sqlite;
 pub mod state;
 pub mod stdio;
+pub mod stream_relay;
 pub mod variables;
 pub mod websocket;
 

@@ -106,6 +106,11 @@ pub struct RunnerTool {
     /// only choice for a component that keeps anything of a request or a user in its memory).
     #[serde(default)]
     pub reuse_instances: Option<u32>,
+    /// The component may hand its streamed answers to the runner's token relay
+    /// (`rag_core::relay`; see `crate::stream_relay`): the runner offers it through the
+    /// component's environment and honours the hand-over only from a component that opted in.
+    #[serde(default)]
+    pub relay_streams: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

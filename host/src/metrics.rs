@@ -67,3 +67,8 @@ pub fn websocket_closed() {
 pub fn websocket_ask(outcome: &'static str) {
     metrics::counter!("websocket_asks_total", "outcome" => outcome).increment(1);
 }
+
+/// Streamed answers the runner is relaying now (`crate::stream_relay`).
+pub fn stream_relays_open(count: usize) {
+    metrics::gauge!("stream_relays_open").set(count as f64);
+}

@@ -324,7 +324,7 @@ pub struct OutboundHttp {
     pub client: OutboundClient,
 }
 
-type SendFuture = Box<
+pub type SendFuture = Box<
     dyn Future<
             Output = Result<
                 (
@@ -342,6 +342,18 @@ impl WasiHttpHooks for OutboundHttp {
         request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
         _fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+    ) -> SendFuture {
+        self.send(request, options)
+    }
+}
+
+impl OutboundHttp {
+    /// Sends a request on the component's behalf: its own requests, and those the runner makes
+    /// for it (the stream relay's), under the same allow-list.
+    pub fn send(
+        &self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
     ) -> SendFuture {
         let uri = request.uri();
         if !self.allowed.allows_uri(uri) {

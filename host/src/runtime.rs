@@ -18,6 +18,7 @@ use axum::body::Body;
 use axum::http::{HeaderValue, Request, Response, StatusCode};
 use futures::FutureExt;
 use http_body_util::{BodyExt, Full, Limited};
+use rag_core::relay::Settle;
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use wasmtime::component::Linker;
@@ -34,11 +35,12 @@ use crate::instance_reuse::{self, IdleInstances, Instance};
 use crate::manifest::App;
 use crate::metrics;
 use crate::outbound_address::AddressOverrides;
-use crate::outbound_http::{AllowedHosts, OutboundClient};
+use crate::outbound_http::{AllowedHosts, OutboundClient, OutboundHttp};
 use crate::postgres::{Postgres, PostgresSettings};
 use crate::routes::{RoutePattern, RouteTable};
 use crate::sqlite::Sqlite;
 use crate::state::{ComponentConfig, RequestState, Services};
+use crate::stream_relay::{self, Relay, SettleCall};
 use crate::variables::{component_variables, AppVariables};
 
 struct LoadedComponent {
@@ -46,6 +48,8 @@ struct LoadedComponent {
     pre: ProxyPre<RequestState>,
     /// Instances kept between requests, for a component that opted into reuse.
     idle: Option<Arc<IdleInstances>>,
+    /// Whether its streamed answers may be handed to the runner's relay.
+    relays: bool,
 }
 
 pub struct Runtime {
@@ -56,6 +60,10 @@ pub struct Runtime {
     services: Services,
     settings: RuntimeSettings,
     permits: Arc<Semaphore>,
+    /// The secret by which the relay's calls back are told from clients' requests; `None` when
+    /// the relay is off.
+    relay_token: Option<Arc<str>>,
+    relays_open: Arc<std::sync::atomic::AtomicUsize>,
     /// One idle connection to each embedded database, open for the runner's life (see
     /// [`keep_databases_open`]).
     _database_keepers: std::sync::Mutex<Vec<rusqlite::Connection>>,
@@ -91,6 +99,11 @@ impl Runtime {
         let mut linker = Linker::<RequestState>::new(&engine);
         add_to_linker(&mut linker)?;
 
+        let relay_token = settings
+            .stream_relay
+            .then(new_relay_token)
+            .transpose()?
+            .map(Arc::<str>::from);
         let cache_dir = settings.cache_dir();
         let mut components = Vec::new();
         let mut index_of = std::collections::HashMap::new();
@@ -109,6 +122,12 @@ impl Runtime {
                 .with_context(|| {
                     format!("component {id:?} does not export wasi:http/incoming-handler")
                 })?;
+            let relays = declared.tool.runner.relay_streams && relay_token.is_some();
+            let mut environment: Vec<(String, String)> =
+                declared.environment.clone().into_iter().collect();
+            if let Some(token) = relay_token.as_ref().filter(|_| relays) {
+                environment.push((stream_relay::TOKEN_ENV.to_owned(), token.to_string()));
+            }
             let config = ComponentConfig {
                 id: Arc::from(id.as_str()),
                 variables: component_variables(&variables, &declared.variables)?,
@@ -117,7 +136,7 @@ impl Runtime {
                         .with_context(|| format!("component {id:?}"))?,
                 ),
                 sqlite_databases: declared.sqlite_databases.clone(),
-                environment: declared.environment.clone().into_iter().collect(),
+                environment,
             };
             tracing::info!(component = %id, elapsed_ms = started.elapsed().as_millis() as u64, "component ready");
             index_of.insert(id.clone(), components.len());
@@ -130,6 +149,7 @@ impl Runtime {
                 config: Arc::new(config),
                 pre,
                 idle: idle.map(|max_uses| Arc::new(IdleInstances::new(max_uses, idle_capacity))),
+                relays,
             });
         }
         let routes = app
@@ -167,6 +187,8 @@ impl Runtime {
                 settings.engine.max_concurrent_requests as usize,
             )),
             settings,
+            relay_token,
+            relays_open: Arc::default(),
             app,
             variables,
         })
@@ -183,6 +205,11 @@ impl Runtime {
             .find(|c| &*c.config.id == id)
             .and_then(|c| c.idle.as_ref())
             .map_or(0, |idle| idle.idle_count())
+    }
+
+    /// Streamed answers the runner is relaying now, their instances ended.
+    pub fn relays_open(&self) -> usize {
+        self.relays_open.load(Ordering::Relaxed)
     }
 
     pub fn in_flight(&self) -> usize {
@@ -235,6 +262,9 @@ impl Runtime {
         permit: OwnedSemaphorePermit,
     ) -> Result<Response<Body>, Failure> {
         let request = self.prepare_request(request, &spin).await?;
+        // Held by the call and, for a stream handed to the relay, by the relay too.
+        let permit = Arc::new(permit);
+        let relay_permit = component.relays.then(|| permit.clone());
 
         // An idle instance if the component opted into reuse and one is free; else a fresh
         // store, in which the call below instantiates the component.
@@ -323,14 +353,30 @@ impl Runtime {
         tokio::select! {
             // The head first: a call that has sent it and is still running goes on streaming.
             biased;
-            head = &mut receiver => match head {
-                Ok(head) => {
+            head = &mut receiver => match (head, relay_permit) {
+                (Ok(Ok(head)), Some(permit)) if stream_relay::is_hand_over(&head) => {
+                    let relay = Relay {
+                        component: component.config.id.clone(),
+                        outbound: OutboundHttp {
+                            component: component.config.id.clone(),
+                            allowed: component.config.allowed_hosts.clone(),
+                            client: self.services.outbound.clone(),
+                        },
+                        settle: self.settle_call(component),
+                        guest_ended: Box::pin(call.map(|_| ())),
+                        stream_timeout: self.settings.stream_timeout(),
+                        permit,
+                        open: self.relays_open.clone(),
+                    };
+                    Ok(stream_relay::relay(head, relay).await)
+                }
+                (Ok(head), _) => {
                     call.detach();
                     answer(head)
                 }
                 // The guest dropped the outparam without answering; the epoch deadline still
                 // bounds the call.
-                Err(_) => no_answer(call.await),
+                (Err(_), _) => no_answer(call.await),
             },
             ended = &mut call => match receiver.try_recv() {
                 Ok(head) => answer(head),
@@ -345,16 +391,67 @@ impl Runtime {
 
     /// A store for one instance of `component`, with the memory cap.
     fn new_store(&self, component: &LoadedComponent) -> Store<RequestState> {
-        let mut store = Store::new(
+        new_store(
             &self.engine,
-            RequestState::new(
-                component.config.clone(),
-                self.services.clone(),
-                self.settings.memory_limit_bytes(),
-            ),
-        );
-        store.limiter(|state| &mut state.limits);
-        store
+            &component.config,
+            &self.services,
+            self.settings.memory_limit_bytes(),
+        )
+    }
+
+    /// How the relay stores a relayed answer's ending: a call of the component, in an instance
+    /// of its own, with the token that only this runner knows.
+    fn settle_call(&self, component: &LoadedComponent) -> SettleCall {
+        let engine = self.engine.clone();
+        let pre = component.pre.clone();
+        let config = component.config.clone();
+        let services = self.services.clone();
+        let memory_limit = self.settings.memory_limit_bytes();
+        let timeout = self.settings.request_timeout();
+        let token = self.relay_token.clone().unwrap_or_else(|| Arc::from(""));
+        Arc::new(move |settle: Settle| {
+            let message_id = settle.ready.message_id;
+            let mut store = new_store(&engine, &config, &services, memory_limit);
+            let pre = pre.clone();
+            let token = token.clone();
+            let id = config.id.clone();
+            Box::pin(async move {
+                let settled = async {
+                    store.set_epoch_deadline(1);
+                    store.epoch_deadline_callback(guest_deadline(
+                        timeout,
+                        timeout,
+                        Arc::new(AtomicBool::new(false)),
+                    ));
+                    let body = serde_json::to_vec(&settle)?;
+                    let request = Request::post("http://localhost/")
+                        .header(stream_relay::TOKEN_HEADER, &*token)
+                        .header(axum::http::header::CONTENT_TYPE, "application/json")
+                        .body(Full::new(bytes::Bytes::from(body)))?;
+                    let (sender, receiver) = oneshot::channel();
+                    let state = store.data_mut();
+                    let req = state.http().new_incoming_request(Scheme::Http, request)?;
+                    let out = state
+                        .http()
+                        .new_response_outparam_from_callback(move |result| {
+                            let _ = sender.send(result.map(|response| response.status()));
+                        })?;
+                    let proxy = pre.instantiate_async(&mut store).await?;
+                    let call = proxy
+                        .wasi_http_incoming_handler()
+                        .call_handle(&mut store, req, out);
+                    tokio::time::timeout(timeout, call).await??;
+                    match receiver.await {
+                        Ok(Ok(status)) if status.is_success() => Ok(()),
+                        Ok(Ok(status)) => Err(anyhow::anyhow!("answered {status}")),
+                        _ => Err(anyhow::anyhow!("no answer")),
+                    }
+                };
+                if let Err(error) = settled.await {
+                    tracing::error!(component = %id, "could not settle message {message_id}: {error:#}");
+                }
+            })
+        })
     }
 
     /// Buffers the body within the limit (so an oversize body is refused before any guest
@@ -374,6 +471,8 @@ impl Runtime {
             return Err(Failure::BodyTooLarge(limit));
         }
         let (mut parts, body) = request.into_parts();
+        // Only the runner's own calls back carry the relay's token.
+        parts.headers.remove(stream_relay::TOKEN_HEADER);
         let bytes = match Limited::new(body, limit).collect().await {
             Ok(collected) => collected.to_bytes(),
             Err(err)
@@ -415,6 +514,31 @@ impl Runtime {
         set("spin-client-addr", &spin.client.to_string());
         Ok(Request::from_parts(parts, Full::new(bytes)))
     }
+}
+
+/// A store for one instance of a component, with the memory cap.
+fn new_store(
+    engine: &Engine,
+    config: &Arc<ComponentConfig>,
+    services: &Services,
+    memory_limit: usize,
+) -> Store<RequestState> {
+    let mut store = Store::new(
+        engine,
+        RequestState::new(config.clone(), services.clone(), memory_limit),
+    );
+    store.limiter(|state| &mut state.limits);
+    store
+}
+
+/// 32 random bytes from the kernel, hex-encoded.
+fn new_relay_token() -> Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut random| random.read_exact(&mut bytes))
+        .context("reading /dev/urandom for the stream relay's token")?;
+    Ok(hex::encode(bytes))
 }
 
 /// Whether a component opted into instance reuse; serving one request per instance

@@ -237,7 +237,7 @@ struct Rig {
 impl Rig {
     /// The doubles with the sample book ingested into their Qdrant by the real ingester, and
     /// the runner binary pointed at them, reranking, with a short upstream deadline.
-    async fn start() -> Rig {
+    async fn start(runner_env: &[(&str, &str)]) -> Rig {
         let doubles = Doubles::start().await;
         let data_dir = tempfile::tempdir().unwrap();
         let base = doubles.base_url();
@@ -266,7 +266,7 @@ impl Rig {
             // The rerank double scores by word overlap, which is low for long passages.
             ("rerank_min_relevance", "0.01".to_owned()),
         ];
-        let runner = Runner::start(data_dir.path(), &variables).await;
+        let runner = Runner::start_with_env(data_dir.path(), &variables, runner_env).await;
         Rig {
             doubles,
             runner,
@@ -507,10 +507,23 @@ async fn run_cell(rig: &Rig, kind: Kind, upstream: Upstream, expected: &Expected
     problems
 }
 
-/// Runs every applicable cell of `upstreams` on one rig, in order; returns the report lines
-/// and the problems.
-async fn run_rows(upstreams: &[Upstream]) -> (Vec<String>, Vec<String>) {
-    let rig = Rig::start().await;
+/// Runs every applicable cell of `upstreams` on one rig (its runner with `runner_env`), in
+/// order; returns the report lines and the problems.
+async fn run_rows(
+    upstreams: &[Upstream],
+    runner_env: &[(&str, &str)],
+) -> (Vec<String>, Vec<String>) {
+    let rig = Rig::start(runner_env).await;
+    let label = match runner_env {
+        [] => String::new(),
+        env => format!(
+            " ({})",
+            env.iter()
+                .map(|(name, value)| format!("{name}={value}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+    };
     rig.assert_serving()
         .await
         .unwrap_or_else(|p| panic!("before any fault: {p}\n{}", rig.runner.log_text()));
@@ -526,14 +539,14 @@ async fn run_rows(upstreams: &[Upstream]) -> (Vec<String>, Vec<String>) {
             report.push(format!(
                 "{:<22} {:<10} {:>2} calls  {:<40} {:>5} ms  {}",
                 format!("{kind:?}"),
-                format!("{upstream:?}"),
+                format!("{upstream:?}{label}"),
                 expected.calls,
                 format!("{:?}", expected.outcome),
                 cell.elapsed().as_millis(),
                 if problems.is_empty() { "ok" } else { "FAILED" }
             ));
             for problem in problems {
-                failures.push(format!("{kind:?} at {upstream:?}: {problem}"));
+                failures.push(format!("{kind:?} at {upstream:?}{label}: {problem}"));
             }
         }
     }
@@ -544,11 +557,15 @@ async fn run_rows(upstreams: &[Upstream]) -> (Vec<String>, Vec<String>) {
 async fn every_upstream_fault_has_its_code_retries_stored_turn_and_recovery() {
     let started = Instant::now();
     // Retrieval and the model on a rig each (doubles and runner of their own), side by side:
-    // a cell counts the calls of its own rig only.
-    let (retrieval, model) =
-        tokio::join!(run_rows(&Upstream::ALL[..3]), run_rows(&Upstream::ALL[3..]));
-    let report: Vec<String> = retrieval.0.into_iter().chain(model.0).collect();
-    let failures: Vec<String> = retrieval.1.into_iter().chain(model.1).collect();
+    // a cell counts the calls of its own rig only. A streamed answer is relayed by the runner
+    // (`host::stream_relay`); a third rig has the component stream it, as under `spin up`.
+    let (retrieval, model, guest_streams) = tokio::join!(
+        run_rows(&Upstream::ALL[..3], &[]),
+        run_rows(&Upstream::ALL[3..], &[]),
+        run_rows(&[Upstream::LlmStream], &[("STREAM_RELAY", "false")]),
+    );
+    let report: Vec<String> = [retrieval.0, model.0, guest_streams.0].concat();
+    let failures: Vec<String> = [retrieval.1, model.1, guest_streams.1].concat();
     println!("{}", report.join("\n"));
     println!(
         "{} cells in {:.1} s",

@@ -110,10 +110,16 @@ async fn an_inline_call_that_streams_runs_on_after_the_head_and_ends_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let project = std::fs::read_to_string(workspace().join("spin.toml")).unwrap();
     let target = workspace().join("target");
-    let manifest = project.replace(
-        "source = \"target/",
-        &format!("source = \"{}/", target.display()),
-    ) + "\n[component.chat.tool.runner]\nreuse_instances = 1000\n";
+    let manifest = project
+        .replace(
+            "source = \"target/",
+            &format!("source = \"{}/", target.display()),
+        )
+        .replace(
+            "[component.chat.tool.runner]\n",
+            "[component.chat.tool.runner]\nreuse_instances = 1000\n",
+        );
+    assert!(manifest.contains("reuse_instances = 1000"));
     let path = dir.path().join("spin.toml");
     std::fs::write(&path, manifest).unwrap();
     let server = start(Options {

@@ -4,16 +4,7 @@ use std::time::Duration;
 
 use spin_sdk::http::IncomingResponse;
 
-/// Why no response arrived.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SendFailure {
-    /// No response within the limit.
-    Timeout,
-    /// The host refused the destination (not in `allowed_outbound_hosts`).
-    Refused,
-    /// Could not connect, or the connection broke.
-    Connect,
-}
+pub use rag_core::upstream::SendFailure;
 
 /// Sends a buffered request and reads the whole response, within `limit`. A body that breaks
 /// off (the connection reset after the headers) is a failed exchange like a refused connection;

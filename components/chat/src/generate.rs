@@ -14,7 +14,7 @@ use rag_core::upstream::openai::{
 use rag_core::upstream::{Service, UpstreamError};
 use spin_sdk::http::IncomingResponse;
 
-use crate::upstream::{self, send_failure};
+use crate::upstream;
 
 fn client(settings: &Settings) -> OpenAi {
     OpenAi::from_settings(settings).expect("generation runs only when an OpenAI key is set")
@@ -48,6 +48,11 @@ pub struct TokenStream {
     idle_limit: Duration,
 }
 
+/// The request for a streamed completion.
+pub fn stream_request(settings: &Settings, messages: &[ChatMessage]) -> http::Request<Vec<u8>> {
+    client(settings).chat_request(messages, true, ANSWER_TEMPERATURE)
+}
+
 /// Starts a streamed completion. Failures before the response arrives (no token has been
 /// produced yet) are retried; once it streams, nothing is retried. A success that is not an
 /// event stream fails here, before the client's stream opens.
@@ -55,15 +60,17 @@ pub async fn open_stream(
     settings: &Settings,
     messages: &[ChatMessage],
 ) -> Result<TokenStream, UpstreamError> {
-    let openai = client(settings);
     let limit = settings.upstream_timeout;
     let response = upstream::with_retries(|| async {
-        let request = openai.chat_request(messages, true, ANSWER_TEMPERATURE);
+        let request = stream_request(settings, messages);
         let sending = spin_sdk::http::send::<_, IncomingResponse>(request);
         let response = match timer::timeout(limit, sending).await {
             None => return Err(UpstreamError::timeout(Service::OpenAi)),
             Some(Err(error)) => {
-                return Err(send_failure(Service::OpenAi, outbound::classify(&error)))
+                return Err(UpstreamError::unsent(
+                    Service::OpenAi,
+                    outbound::classify(&error),
+                ))
             }
             Some(Ok(response)) => response,
         };

@@ -2,6 +2,7 @@
 //! as one JSON body or as Server-Sent Events, and store both turns.
 
 mod generate;
+mod relay;
 mod reply;
 mod retrieve;
 mod session;
@@ -34,11 +35,16 @@ async fn handle(request: IncomingRequest, out: ResponseOutparam) {
     if request.method() == Method::Options {
         return reply::preflight(out).await;
     }
+    if let Some(token) = header(&request, rag_core::relay::TOKEN_HEADER) {
+        return relay::settle(request, &token, out).await;
+    }
     let prepared = match prepare(request).await {
         Ok(prepared) => prepared,
         Err(error) => return reply::error(out, &error).await,
     };
-    if prepared.streaming {
+    if prepared.streaming && prepared.plan == Plan::Generate && relay::offered().is_some() {
+        relay::hand_over(&prepared, out).await;
+    } else if prepared.streaming {
         answer_streamed(prepared, out).await;
     } else {
         match answer_json(prepared).await {

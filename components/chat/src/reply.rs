@@ -5,6 +5,7 @@ use std::pin::Pin;
 
 use futures::{Sink, SinkExt};
 use rag_core::error::ApiError;
+use rag_core::relay;
 use spin_sdk::http::{Fields, OutgoingResponse, ResponseOutparam};
 use wasi::io::streams::StreamError;
 
@@ -34,6 +35,11 @@ pub async fn json(out: ResponseOutparam, status: u16, body: Vec<u8>) {
             format_args!("could not write the response: {error:?}"),
         );
     }
+}
+
+/// A status without a body.
+pub async fn empty(out: ResponseOutparam, status: u16) {
+    let _ = out.set_with_body(response(status, &[]), Vec::new()).await;
 }
 
 /// The methods `/chat` answers.
@@ -69,6 +75,13 @@ pub async fn preflight(out: ResponseOutparam) {
 
 type BodySink = Pin<Box<dyn Sink<Vec<u8>, Error = StreamError>>>;
 
+const STREAM_HEADERS: [(&str, &str); 3] = [
+    ("content-type", "text/event-stream"),
+    ("cache-control", "no-cache"),
+    // Reverse proxies (nginx and those modelled on it) otherwise buffer the stream.
+    ("x-accel-buffering", "no"),
+];
+
 /// An open `text/event-stream` response. Each event is flushed to the client as it is sent.
 pub struct EventStream {
     body: Option<BodySink>,
@@ -77,15 +90,18 @@ pub struct EventStream {
 impl EventStream {
     /// Sends the 200 status and headers; the body follows event by event.
     pub fn open(out: ResponseOutparam) -> Self {
-        let response = response(
-            200,
-            &[
-                ("content-type", "text/event-stream"),
-                ("cache-control", "no-cache"),
-                // Reverse proxies (nginx and those modelled on it) otherwise buffer the stream.
-                ("x-accel-buffering", "no"),
-            ],
-        );
+        Self::with_headers(out, &STREAM_HEADERS)
+    }
+
+    /// The same head, marked for the runner's relay; the body is the hand-over's lines
+    /// (`rag_core::relay`), which the runner reads and does not pass on.
+    pub fn open_relayed(out: ResponseOutparam) -> Self {
+        let [a, b, c] = STREAM_HEADERS;
+        Self::with_headers(out, &[a, b, c, (relay::RELAY_HEADER, relay::OPENAI_CHAT)])
+    }
+
+    fn with_headers(out: ResponseOutparam, headers: &[(&str, &str)]) -> Self {
+        let response = response(200, headers);
         let body: BodySink = Box::pin(response.take_body());
         out.set(response);
         Self { body: Some(body) }

@@ -72,6 +72,23 @@ impl Conversation {
         Ok(conversation(session_id.clone(), history, None))
     }
 
+    /// The conversation of an answer stored earlier, to finish or take back that answer (see
+    /// `crate::relay::settle`). It has no history and no unsaved question.
+    pub fn resume(settings: &Settings, session_id: &str, started_here: bool) -> Self {
+        Self {
+            database_url: settings.database_url.clone(),
+            session_id: RefCell::new(session_id.to_owned()),
+            history: Vec::new(),
+            unsaved_question: RefCell::new(None),
+            started_here: Cell::new(started_here),
+        }
+    }
+
+    /// Whether this request started the session, with its first question and answer.
+    pub fn started_here(&self) -> bool {
+        self.started_here.get()
+    }
+
     /// The session's id; empty before a request that names none has stored its answer.
     pub fn session_id(&self) -> String {
         self.session_id.borrow().clone()

@@ -3,22 +3,11 @@
 
 use std::future::Future;
 
-use adapters::outbound::{self, SendFailure};
+use adapters::outbound;
 use adapters::timer;
 use rag_core::config::Settings;
 use rag_core::retry::RetryPolicy;
 use rag_core::upstream::{Service, UpstreamError};
-
-/// The classified failure of a send that got no response.
-pub fn send_failure(service: Service, failure: SendFailure) -> UpstreamError {
-    match failure {
-        SendFailure::Timeout => UpstreamError::timeout(service),
-        SendFailure::Refused => {
-            UpstreamError::connect(service, "the destination is not in allowed_outbound_hosts")
-        }
-        SendFailure::Connect => UpstreamError::connect(service, "connection failed"),
-    }
-}
 
 /// Runs `attempt` again while its failure is retryable and the policy allows another try.
 pub async fn with_retries<T, F, Fut>(mut attempt: F) -> Result<T, UpstreamError>
@@ -60,7 +49,7 @@ pub async fn call<T>(
     with_retries(|| async {
         let response = outbound::send(build(), settings.upstream_timeout)
             .await
-            .map_err(|failure| send_failure(service, failure))?;
+            .map_err(|failure| UpstreamError::unsent(service, failure))?;
         parse(&response)
     })
     .await

@@ -16,6 +16,7 @@ pub mod keywords;
 pub mod pipeline;
 pub mod prompt;
 pub mod readiness;
+pub mod relay;
 pub mod retrieval;
 pub mod retry;
 pub mod search_index;

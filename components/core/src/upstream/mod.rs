@@ -50,6 +50,17 @@ impl Service {
 /// Most characters of an upstream's own message kept for logs and command-line errors.
 pub const REASON_LIMIT: usize = 300;
 
+/// Why a request got no response, as its sender (the guest's or the runner's) tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendFailure {
+    /// No response within the limit.
+    Timeout,
+    /// The host refused the destination (not in `allowed_outbound_hosts`).
+    Refused,
+    /// Could not connect, or the connection broke.
+    Connect,
+}
+
 /// What went wrong talking to an upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UpstreamErrorKind {
@@ -106,6 +117,17 @@ impl UpstreamError {
     /// The transport failed before a response arrived.
     pub fn connect(service: Service, detail: impl fmt::Display) -> Self {
         Self::new(service, UpstreamErrorKind::Connect, detail.to_string())
+    }
+
+    /// No response arrived, for the reason the sender gives.
+    pub fn unsent(service: Service, failure: SendFailure) -> Self {
+        match failure {
+            SendFailure::Timeout => Self::timeout(service),
+            SendFailure::Refused => {
+                Self::connect(service, "the destination is not in allowed_outbound_hosts")
+            }
+            SendFailure::Connect => Self::connect(service, "connection failed"),
+        }
     }
 
     /// A success response whose body does not match the API.
