@@ -72,3 +72,10 @@ pub fn websocket_ask(outcome: &'static str) {
 pub fn stream_relays_open(count: usize) {
     metrics::gauge!("stream_relays_open").set(count as f64);
 }
+
+/// How long storing a relayed answer's ending took (the call back into the component), by
+/// outcome; a streamed answer's last event waits for it.
+pub fn stream_relay_settled(outcome: &'static str, took: Duration) {
+    metrics::histogram!("stream_relay_settle_seconds", "outcome" => outcome)
+        .record(took.as_secs_f64());
+}

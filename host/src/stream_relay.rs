@@ -183,7 +183,7 @@ struct Stream {
 /// stores the answer through the component and sends the last event.
 async fn pump(
     upstream: http::Response<WasiBody>,
-    ready: Ready,
+    mut ready: Ready,
     events: mpsc::Sender<Bytes>,
     relay: Stream,
 ) {
@@ -196,7 +196,8 @@ async fn pump(
     let mut decoder = ChatStream::new();
     let mut answer = String::new();
     let mut usage = None;
-    let sources = Bytes::from(ready.sources_event.clone());
+    // Sent once; the call back needs only the ids.
+    let sources = Bytes::from(std::mem::take(&mut ready.sources_event));
     let end = if events.send(sources).await.is_err() {
         End::ClientLeft
     } else {
@@ -273,12 +274,21 @@ async fn pump(
             (Outcome::Incomplete, None)
         }
     };
+    let settling = Instant::now();
     (relay.settle)(Settle {
         ready,
         answer,
         outcome,
     })
     .await;
+    metrics::stream_relay_settled(
+        match outcome {
+            Outcome::Complete => "complete",
+            Outcome::Incomplete => "incomplete",
+            Outcome::Discard => "discard",
+        },
+        settling.elapsed(),
+    );
     if let Some(event) = last_event {
         let _ = events.send(event.into()).await;
     }
