@@ -976,6 +976,10 @@ fn runner_command(args: &Args, data_dir: &Path, port: u16, connections: usize) -
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(log);
+    // Whether streamed answers are relayed by the runner, when the load's caller chose.
+    if let Ok(relay) = std::env::var("STREAM_RELAY") {
+        command.env("STREAM_RELAY", relay);
+    }
     command
 }
 
