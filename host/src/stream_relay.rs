@@ -148,7 +148,7 @@ pub async fn relay(head: http::Response<HyperOutgoingBody>, relay: Relay) -> Res
     let stream = Stream {
         component,
         idle_limit: request.timeout(),
-        deadline: Instant::now() + stream_timeout,
+        deadline: tokio::time::Instant::now() + stream_timeout,
         settle,
         _permit: permit,
         _open: OpenRelay::new(open),
@@ -166,6 +166,22 @@ enum End {
     Complete,
     Failed(UpstreamError),
     ClientLeft,
+    /// `STREAM_TIMEOUT_SECS` ran out, as it does for a guest that streams.
+    Deadline,
+}
+
+/// Queues one event for the client, waiting for room no later than the stream's deadline (a
+/// client that stops reading would otherwise hold the relay for ever).
+async fn send_by(
+    events: &mpsc::Sender<Bytes>,
+    event: Bytes,
+    deadline: tokio::time::Instant,
+) -> Result<(), End> {
+    match tokio::time::timeout_at(deadline, events.send(event)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(End::ClientLeft),
+        Err(_) => Err(End::Deadline),
+    }
 }
 
 /// One relayed stream's limits and ending.
@@ -173,7 +189,7 @@ struct Stream {
     component: Arc<str>,
     /// The longest wait for the model's next read.
     idle_limit: Duration,
-    deadline: Instant,
+    deadline: tokio::time::Instant,
     settle: SettleCall,
     _permit: Arc<OwnedSemaphorePermit>,
     _open: OpenRelay,
@@ -198,22 +214,21 @@ async fn pump(
     let mut usage = None;
     // Sent once; the call back needs only the ids.
     let sources = Bytes::from(std::mem::take(&mut ready.sources_event));
-    let end = if events.send(sources).await.is_err() {
-        End::ClientLeft
-    } else {
+    let end = 'stream: {
+        if let Err(end) = send_by(&events, sources, deadline).await {
+            break 'stream end;
+        }
         loop {
             let read = tokio::select! {
-                _ = events.closed() => break End::ClientLeft,
-                read = tokio::time::timeout(
-                    idle_limit.min(deadline.saturating_duration_since(Instant::now())),
-                    body.frame(),
-                ) => read,
+                _ = events.closed() => break 'stream End::ClientLeft,
+                _ = tokio::time::sleep_until(deadline) => break 'stream End::Deadline,
+                read = tokio::time::timeout(idle_limit, body.frame()) => read,
             };
             let finished = matches!(read, Ok(None));
             let chunks = match read {
-                Err(_) => break End::Failed(UpstreamError::timeout(Service::OpenAi)),
+                Err(_) => break 'stream End::Failed(UpstreamError::timeout(Service::OpenAi)),
                 Ok(Some(Err(_))) => {
-                    break End::Failed(UpstreamError::connect(
+                    break 'stream End::Failed(UpstreamError::connect(
                         Service::OpenAi,
                         "the stream broke off",
                     ))
@@ -224,32 +239,23 @@ async fn pump(
                 },
                 Ok(None) => decoder.finish(),
             };
-            let mut left = false;
-            match chunks {
-                Ok(chunks) => {
-                    for chunk in chunks {
-                        usage = chunk.usage.or(usage);
-                        if chunk.delta.is_empty() {
-                            continue;
-                        }
-                        answer.push_str(&chunk.delta);
-                        if events
-                            .send(sse::delta_event(&chunk.delta).into())
-                            .await
-                            .is_err()
-                        {
-                            left = true;
-                            break;
-                        }
-                    }
+            let chunks = match chunks {
+                Ok(chunks) => chunks,
+                Err(error) => break 'stream End::Failed(error),
+            };
+            for chunk in chunks {
+                usage = chunk.usage.or(usage);
+                if chunk.delta.is_empty() {
+                    continue;
                 }
-                Err(error) => break End::Failed(error),
-            }
-            if left {
-                break End::ClientLeft;
+                answer.push_str(&chunk.delta);
+                let event = sse::delta_event(&chunk.delta).into();
+                if let Err(end) = send_by(&events, event, deadline).await {
+                    break 'stream end;
+                }
             }
             if finished {
-                break End::Complete;
+                break 'stream End::Complete;
             }
         }
     };
@@ -264,6 +270,19 @@ async fn pump(
                 Outcome::Incomplete,
                 Some(sse::error_event(&ApiError::from(error))),
             )
+        }
+        End::Deadline => {
+            tracing::warn!(
+                component = %relay.component,
+                "message {} ran past the stream's limit; stored as incomplete",
+                ready.message_id
+            );
+            let error = ApiError::new(
+                504,
+                "deadline_exceeded",
+                "the answer took longer than the stream's limit",
+            );
+            (Outcome::Incomplete, Some(sse::error_event(&error)))
         }
         End::ClientLeft => {
             tracing::info!(
@@ -290,7 +309,8 @@ async fn pump(
         settling.elapsed(),
     );
     if let Some(event) = last_event {
-        let _ = events.send(event.into()).await;
+        // A client that stopped reading gets it only if there is room; the stream ends anyway.
+        let _ = send_by(&events, event.into(), deadline).await;
     }
     drop(relay);
 }

@@ -16,12 +16,22 @@ use support::{start, Options, Server};
 
 const QUESTION: &str = "What does ZMP stand for?";
 
-/// Keyless retrieval over the sample book and a model that streams `words` words slowly: a
-/// streamed question is answered by the model.
+/// Keyless retrieval over the sample book and the model at `model_url`: a streamed question
+/// is answered by the model.
 async fn start_runner(
     model_url: &str,
     relay: bool,
     manifest: Option<std::path::PathBuf>,
+) -> Server {
+    start_runner_with(model_url, relay, manifest, &[]).await
+}
+
+/// As [`start_runner`], with more runner flags.
+async fn start_runner_with(
+    model_url: &str,
+    relay: bool,
+    manifest: Option<std::path::PathBuf>,
+    args: &[&str],
 ) -> Server {
     let variables = [
         ("openai_api_key", "test-openai-key"),
@@ -31,7 +41,11 @@ async fn start_runner(
     start(Options {
         manifest,
         variables: &variables,
-        args: &["--stream-relay", if relay { "true" } else { "false" }],
+        args: &[
+            &["--stream-relay", if relay { "true" } else { "false" }],
+            args,
+        ]
+        .concat(),
         data_dir: Some(support::data_dir_with_book_index().await),
     })
     .await
@@ -201,6 +215,80 @@ async fn a_client_that_leaves_a_relayed_stream_leaves_its_part_stored_incomplete
     );
     assert!(content.starts_with("word0 word1 "), "{content}");
     assert!(!content.contains("word39"), "{content}");
+}
+
+/// A relayed stream ends at `STREAM_TIMEOUT_SECS`, as a guest's does, and says so: what was
+/// sent is stored as incomplete and the last event is a `deadline_exceeded` error.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_relayed_stream_ends_at_the_stream_deadline() {
+    let model = support::slow_model::start(&[40]).await;
+    let server = start_runner_with(&model, true, None, &["--stream-timeout-secs", "1"]).await;
+    let started = Instant::now();
+    let response = send_chat(&server, json!({"query": QUESTION, "stream": true})).await;
+    let events = events_of(response).await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(4), "the stream ran {took:?}");
+    let last = events.last().unwrap();
+    assert_eq!(last.event.as_deref(), Some("error"), "{events:?}");
+    assert_eq!(data(last)["code"], "deadline_exceeded");
+    let session_id = data(&events[0])["session_id"].as_str().unwrap().to_owned();
+    let sent: String = events
+        .iter()
+        .filter(|event| event.event.as_deref() == Some("delta"))
+        .map(|event| data(event)["text"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(sent.starts_with("word0 "), "{events:?}");
+    let rows = stored(&server, &session_id);
+    assert_eq!(
+        rows[1],
+        ("assistant".to_owned(), sent, "incomplete".to_owned())
+    );
+    assert!(eventually(Duration::from_secs(2), || server.runtime.relays_open() == 0).await);
+}
+
+/// A client that stops reading while the model writes fast fills the socket and the relay's
+/// queue of events; the relay then waits for room only until the stream's deadline, stores
+/// what it has as incomplete and lets go, as a guest would be stopped there.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_stops_reading_holds_the_relay_only_until_the_deadline() {
+    use tokio::io::AsyncWriteExt;
+    let doubles = upstream_doubles::Doubles::start().await;
+    doubles.set_chat_answer_of_words(200_000);
+    doubles.set_stream_pacing(Duration::ZERO, Duration::ZERO);
+    let server = start_runner_with(
+        &doubles.openai_base_url(),
+        true,
+        None,
+        &["--stream-timeout-secs", "2"],
+    )
+    .await;
+    let body = json!({"query": QUESTION, "stream": true}).to_string();
+    let address = server.base_url.trim_start_matches("http://").to_owned();
+    let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let request = format!(
+        "POST /chat HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    socket.write_all(request.as_bytes()).await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || server.runtime.relays_open() == 1).await,
+        "the stream was not relayed"
+    );
+    assert!(
+        eventually(Duration::from_secs(6), || server.runtime.relays_open() == 0).await,
+        "a client that stopped reading held the relay past the stream's deadline"
+    );
+    let connection = rusqlite::Connection::open(server.data_dir.path().join("default.db")).unwrap();
+    let (status, length): (String, i64) = connection
+        .query_row(
+            "SELECT status, length(content) FROM messages WHERE role = 'assistant'",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(status, "incomplete");
+    assert!(length > 0);
+    drop(socket);
 }
 
 /// A client cannot make the relay's call back: the runner takes the token header off every
