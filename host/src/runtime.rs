@@ -21,6 +21,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use rag_core::relay::Settle;
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 use wasmtime::component::Linker;
 use wasmtime::{Engine, Store, UpdateDeadline};
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
@@ -122,7 +123,17 @@ impl Runtime {
                 .with_context(|| {
                     format!("component {id:?} does not export wasi:http/incoming-handler")
                 })?;
-            let relays = declared.tool.runner.relay_streams && relay_token.is_some();
+            if declared.environment.contains_key(stream_relay::TOKEN_ENV) {
+                anyhow::bail!(
+                    "component {id:?}: {} is the runner's to set, not the manifest's",
+                    stream_relay::TOKEN_ENV
+                );
+            }
+            // A reused instance's call is polled by the request's own future, which would wait
+            // on the hand-over without ever running the guest: never both.
+            let relays = declared.tool.runner.relay_streams
+                && relay_token.is_some()
+                && !reuses_instances(declared);
             let mut environment: Vec<(String, String)> =
                 declared.environment.clone().into_iter().collect();
             if let Some(token) = relay_token.as_ref().filter(|_| relays) {
@@ -349,7 +360,8 @@ impl Runtime {
         } else {
             Call::Task(tokio::spawn(call))
         };
-        let deadline = tokio::time::sleep(self.settings.request_timeout());
+        let request_deadline = tokio::time::Instant::now() + self.settings.request_timeout();
+        let deadline = tokio::time::sleep_until(request_deadline);
         tokio::select! {
             // The head first: a call that has sent it and is still running goes on streaming.
             biased;
@@ -368,7 +380,23 @@ impl Runtime {
                         permit,
                         open: self.relays_open.clone(),
                     };
-                    Ok(stream_relay::relay(head, relay).await)
+                    // In a task of its own, as a guest's call is, so that a client that leaves
+                    // before the stream starts does not cut short what the relay stores; and
+                    // within the request's deadline, as a guest that has not answered yet.
+                    let relaying =
+                        tokio::spawn(stream_relay::relay(head, relay).in_current_span());
+                    match tokio::time::timeout_at(request_deadline, relaying).await {
+                        Ok(Ok(response)) => Ok(response),
+                        Ok(Err(failed)) => Err(Failure::Host(failed.into())),
+                        Err(_) => Err(Failure::Timeout),
+                    }
+                }
+                (Ok(Ok(head)), None) if stream_relay::is_hand_over(&head) => {
+                    // A hand-over the runner did not offer: its body is the model request, with
+                    // the component's credentials, and never goes to the client.
+                    drop(head);
+                    call.detach();
+                    Err(Failure::UnofferedRelay)
                 }
                 (Ok(head), _) => {
                     call.detach();
@@ -428,7 +456,7 @@ impl Runtime {
                         .header(stream_relay::TOKEN_HEADER, &*token)
                         .header(axum::http::header::CONTENT_TYPE, "application/json")
                         .body(Full::new(bytes::Bytes::from(body)))?;
-                    let (sender, receiver) = oneshot::channel();
+                    let (sender, mut receiver) = oneshot::channel();
                     let state = store.data_mut();
                     let req = state.http().new_incoming_request(Scheme::Http, request)?;
                     let out = state
@@ -441,7 +469,8 @@ impl Runtime {
                         .wasi_http_incoming_handler()
                         .call_handle(&mut store, req, out);
                     tokio::time::timeout(timeout, call).await??;
-                    match receiver.await {
+                    // The answer is set before the call returns, or never.
+                    match receiver.try_recv() {
                         Ok(Ok(status)) if status.is_success() => Ok(()),
                         Ok(Ok(status)) => Err(anyhow::anyhow!("answered {status}")),
                         _ => Err(anyhow::anyhow!("no answer")),
@@ -734,6 +763,8 @@ enum Failure {
     Trap(wasmtime::Error),
     GuestErrorCode(ErrorCode),
     NoResponse,
+    /// The component handed its stream to a relay the runner does not offer it.
+    UnofferedRelay,
     Host(wasmtime::Error),
 }
 
@@ -788,6 +819,17 @@ impl Failure {
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "component_failed",
                     "the component returned no response",
+                )
+            }
+            Failure::UnofferedRelay => {
+                tracing::error!(
+                    component,
+                    "the component handed over a stream, but the runner does not relay its streams"
+                );
+                json_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "component_failed",
+                    "the component failed while handling the request",
                 )
             }
             Failure::Host(err) => {

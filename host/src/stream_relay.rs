@@ -24,10 +24,10 @@ use rag_core::sse;
 use rag_core::upstream::openai::{check_stream_content_type, ChatStream};
 use rag_core::upstream::{SendFailure, Service, UpstreamError};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tracing::Instrument;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::WasiBody;
 
-use crate::errors::json_error;
 use crate::metrics;
 use crate::outbound_http::OutboundHttp;
 
@@ -36,6 +36,13 @@ pub use rag_core::relay::{RELAY_HEADER, TOKEN_ENV, TOKEN_HEADER};
 /// Largest hand-over read from a component: a prompt with its passages and history is tens of
 /// KiB.
 const MAX_HAND_OVER_BYTES: usize = 4 << 20;
+
+/// Most of a model's error body read (for the log).
+const MAX_ERROR_BODY_BYTES: usize = 64 << 10;
+
+/// The longest answer relayed; a model that writes more is cut off, as a guest's memory cap
+/// would cut it.
+const MAX_ANSWER_BYTES: usize = 4 << 20;
 
 /// Events waiting for a slow client before the relay waits for it.
 const EVENTS_BUFFERED: usize = 16;
@@ -101,7 +108,7 @@ pub async fn relay(head: http::Response<HyperOutgoingBody>, relay: Relay) -> Res
     let mut lines = Lines::new(body);
     let request = match lines.next().await {
         Ok(HandOver::Open(request)) => request,
-        other => return broken_hand_over(&component, other.err()),
+        other => return broken_hand_over(&component, parts, other.err()),
     };
     // The model request goes out now; the component is storing the answer's row meanwhile.
     let opening = open_model_stream(&outbound, &request);
@@ -118,7 +125,7 @@ pub async fn relay(head: http::Response<HyperOutgoingBody>, relay: Relay) -> Res
     let ready = match ready {
         Ok(HandOver::Ready(ready)) => ready,
         Ok(HandOver::Refused(refusal)) => return refused(parts, refusal),
-        other => return broken_hand_over(&component, other.err()),
+        other => return broken_hand_over(&component, parts, other.err()),
     };
     let opened = match opened {
         Some(opened) => opened,
@@ -153,7 +160,8 @@ pub async fn relay(head: http::Response<HyperOutgoingBody>, relay: Relay) -> Res
         _permit: permit,
         _open: OpenRelay::new(open),
     };
-    tokio::spawn(pump(upstream, ready, events, stream));
+    // Its log lines keep the request's span (and so its `x-request-id`).
+    tokio::spawn(pump(upstream, ready, events, stream).in_current_span());
     let body = futures::stream::unfold(receiver, |mut receiver| async move {
         let event: Bytes = receiver.recv().await?;
         Some((Ok::<_, Infallible>(event), receiver))
@@ -247,6 +255,12 @@ async fn pump(
                 usage = chunk.usage.or(usage);
                 if chunk.delta.is_empty() {
                     continue;
+                }
+                if answer.len() + chunk.delta.len() > MAX_ANSWER_BYTES {
+                    break 'stream End::Failed(UpstreamError::bad_response(
+                        Service::OpenAi,
+                        format!("the answer is longer than {MAX_ANSWER_BYTES} bytes"),
+                    ));
                 }
                 answer.push_str(&chunk.delta);
                 let event = sse::delta_event(&chunk.delta).into();
@@ -371,7 +385,8 @@ async fn send_once(
     if let Some(error) = UpstreamError::from_response(Service::OpenAi, &response, SystemTime::now())
     {
         // An error body is short; what the model's server said goes to the log.
-        let body = tokio::time::timeout(limit, response.into_body().collect()).await;
+        let body = http_body_util::Limited::new(response.into_body(), MAX_ERROR_BODY_BYTES);
+        let body = tokio::time::timeout(limit, body.collect()).await;
         return Err(match body {
             Ok(Ok(body)) => error.with_reason_from(&body.to_bytes()),
             _ => error,
@@ -399,16 +414,29 @@ fn refused(mut parts: http::response::Parts, refusal: Refusal) -> Response<Body>
     Response::from_parts(parts, Body::from(refusal.body))
 }
 
-fn broken_hand_over(component: &str, error: Option<String>) -> Response<Body> {
+/// 500 `component_failed`, with the component's head (its CORS headers, so that a browser can
+/// read the error).
+fn broken_hand_over(
+    component: &str,
+    parts: http::response::Parts,
+    error: Option<String>,
+) -> Response<Body> {
     tracing::error!(
         component,
         "the stream's hand-over is not readable: {}",
         error.as_deref().unwrap_or("an unexpected line")
     );
-    json_error(
-        StatusCode::INTERNAL_SERVER_ERROR,
+    let error = ApiError::new(
+        500,
         "component_failed",
         "the component failed while handling the request",
+    );
+    refused(
+        parts,
+        Refusal {
+            status: error.status,
+            body: String::from_utf8_lossy(&error.to_json_body()).into_owned(),
+        },
     )
 }
 

@@ -383,3 +383,43 @@ async fn the_relay_keeps_the_components_allow_list() {
     assert_eq!(answers[0].0, 503, "{:?}", answers[0]);
     assert_eq!(answers[0].1["error"]["code"], "upstream_unavailable");
 }
+
+/// The token is the runner's alone: a manifest that sets it in a component's environment (where
+/// it could shadow the runner's, or let a component hand over a stream no relay reads) is
+/// refused at start.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_manifest_cannot_set_the_relays_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = support::workspace();
+    let manifest = std::fs::read_to_string(project.join("spin.toml"))
+        .unwrap()
+        .replace(
+            "source = \"target/",
+            &format!("source = \"{}/target/", project.display()),
+        )
+        .replacen(
+            "[component.chat]\n",
+            "[component.chat]\nenvironment = { STREAM_RELAY_TOKEN = \"chosen\" }\n",
+            1,
+        );
+    let path = dir.path().join("spin.toml");
+    std::fs::write(&path, manifest).unwrap();
+    let app = host::manifest::App::load(&path).unwrap();
+    let variables = host::variables::AppVariables::resolve(&app.manifest, |_| None).unwrap();
+    let data = dir.path().join("data");
+    let cache = project.join("target/test-compile-cache");
+    let (settings, _) = host::config::settings_from_args(&[
+        "--manifest",
+        path.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--cache-dir",
+        cache.to_str().unwrap(),
+    ]);
+    let loaded =
+        tokio::task::spawn_blocking(move || host::runtime::Runtime::load(settings, variables, app))
+            .await
+            .unwrap();
+    let error = format!("{:#}", loaded.err().expect("the manifest was accepted"));
+    assert!(error.contains("STREAM_RELAY_TOKEN"), "{error}");
+}

@@ -35,6 +35,20 @@ pub enum HandOver {
     Refused(Refusal),
 }
 
+/// Headers `wasi:http` does not let a guest set on an outgoing request.
+const FORBIDDEN_HEADERS: &[&str] = &[
+    "connection",
+    "host",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
 /// The model request, as built by [`crate::upstream::openai::OpenAi::chat_request`]. It carries
 /// the API key: neither side logs it.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,10 +86,14 @@ impl ModelRequest {
         }
     }
 
-    /// Back to a request, or why it is not one.
+    /// Back to a request, or why it is not one. Headers a guest may not set on an outgoing
+    /// request under `wasi:http` (the connection's own, and `host`) are left out here too.
     pub fn to_request(&self) -> Result<http::Request<Vec<u8>>, http::Error> {
         let mut builder = http::Request::post(&self.url);
         for (name, value) in &self.headers {
+            if FORBIDDEN_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+                continue;
+            }
             builder = builder.header(name, value);
         }
         builder.body(self.body.clone().into_bytes())
@@ -169,6 +187,17 @@ mod tests {
         assert_eq!(rebuilt.headers(), request.headers());
         assert_eq!(rebuilt.body(), request.body());
         assert_eq!(back.timeout(), std::time::Duration::from_secs(30));
+        let mut smuggled = back.clone();
+        smuggled
+            .headers
+            .push(("Host".into(), "internal.example".into()));
+        smuggled
+            .headers
+            .push(("transfer-encoding".into(), "chunked".into()));
+        let rebuilt = smuggled.to_request().unwrap();
+        assert!(rebuilt.headers().get("host").is_none());
+        assert!(rebuilt.headers().get("transfer-encoding").is_none());
+        assert_eq!(rebuilt.headers().len(), request.headers().len());
         let shown = format!("{back:?}");
         assert!(!shown.contains("sk-secret") && !shown.contains("llm.example"));
     }
