@@ -51,6 +51,18 @@ async fn start_runner_with(
     .await
 }
 
+/// The project's spin.toml, its components' sources made absolute, to edit and load from
+/// another folder.
+fn project_manifest() -> String {
+    let project = support::workspace();
+    std::fs::read_to_string(project.join("spin.toml"))
+        .unwrap()
+        .replace(
+            "source = \"target/",
+            &format!("source = \"{}/target/", project.display()),
+        )
+}
+
 async fn send_chat(server: &Server, body: Value) -> reqwest::Response {
     reqwest::Client::new()
         .post(format!("{}/chat", server.base_url))
@@ -344,13 +356,7 @@ async fn a_forged_call_back_cannot_rewrite_an_answer() {
 async fn the_relay_keeps_the_components_allow_list() {
     let model = support::slow_model::start(&[2]).await;
     let dir = tempfile::tempdir().unwrap();
-    let project = support::workspace();
-    let manifest = std::fs::read_to_string(project.join("spin.toml"))
-        .unwrap()
-        .replace(
-            "source = \"target/",
-            &format!("source = \"{}/target/", project.display()),
-        );
+    let manifest = project_manifest();
     let (before_chat, chat_onwards) = manifest.split_at(manifest.find("[component.chat]").unwrap());
     let chat_hosts = chat_onwards
         .lines()
@@ -391,17 +397,11 @@ async fn the_relay_keeps_the_components_allow_list() {
 async fn a_manifest_cannot_set_the_relays_token() {
     let dir = tempfile::tempdir().unwrap();
     let project = support::workspace();
-    let manifest = std::fs::read_to_string(project.join("spin.toml"))
-        .unwrap()
-        .replace(
-            "source = \"target/",
-            &format!("source = \"{}/target/", project.display()),
-        )
-        .replacen(
-            "[component.chat]\n",
-            "[component.chat]\nenvironment = { STREAM_RELAY_TOKEN = \"chosen\" }\n",
-            1,
-        );
+    let manifest = project_manifest().replacen(
+        "[component.chat]\n",
+        "[component.chat]\nenvironment = { STREAM_RELAY_TOKEN = \"chosen\" }\n",
+        1,
+    );
     let path = dir.path().join("spin.toml");
     std::fs::write(&path, manifest).unwrap();
     let app = host::manifest::App::load(&path).unwrap();
