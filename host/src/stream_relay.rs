@@ -373,11 +373,7 @@ async fn send_once(
     let response = match tokio::time::timeout(limit, sending).await {
         Err(_) => return Err(UpstreamError::timeout(Service::OpenAi)),
         Ok(Err(error)) => {
-            let failure = match format!("{error:?}") {
-                text if text.contains("Timeout") => SendFailure::Timeout,
-                text if text.contains("HttpRequestDenied") => SendFailure::Refused,
-                _ => SendFailure::Connect,
-            };
+            let failure = SendFailure::from_error_code_name(&format!("{error:?}"));
             return Err(UpstreamError::unsent(Service::OpenAi, failure));
         }
         Ok(Ok((response, _))) => response,

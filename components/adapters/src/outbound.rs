@@ -35,12 +35,5 @@ pub async fn send(
 
 /// Why a `spin_sdk::http::send` failed, for callers that send without [`send`] (e.g. to stream).
 pub fn classify(err: &spin_sdk::http::SendError) -> SendFailure {
-    let text = format!("{err:?}");
-    if text.contains("Timeout") {
-        SendFailure::Timeout
-    } else if text.contains("HttpRequestDenied") {
-        SendFailure::Refused
-    } else {
-        SendFailure::Connect
-    }
+    SendFailure::from_error_code_name(&format!("{err:?}"))
 }

@@ -61,6 +61,20 @@ pub enum SendFailure {
     Connect,
 }
 
+impl SendFailure {
+    /// Classifies a `wasi:http` error code by its name, as the guest's and the runner's
+    /// clients both print it (`ConnectionTimeout`, `HttpRequestDenied`, ...).
+    pub fn from_error_code_name(name: &str) -> Self {
+        if name.contains("Timeout") {
+            SendFailure::Timeout
+        } else if name.contains("HttpRequestDenied") {
+            SendFailure::Refused
+        } else {
+            SendFailure::Connect
+        }
+    }
+}
+
 /// What went wrong talking to an upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UpstreamErrorKind {
@@ -348,6 +362,22 @@ pub(crate) fn decode<T: DeserializeOwned>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn send_failures_are_told_by_the_error_code_name() {
+        for (name, failure) in [
+            ("ConnectionTimeout", SendFailure::Timeout),
+            ("ErrorCode::ConnectionReadTimeout", SendFailure::Timeout),
+            ("HttpRequestDenied", SendFailure::Refused),
+            ("ConnectionRefused", SendFailure::Connect),
+            (
+                "DnsError { rcode: None, info_code: None }",
+                SendFailure::Connect,
+            ),
+        ] {
+            assert_eq!(SendFailure::from_error_code_name(name), failure, "{name}");
+        }
+    }
 
     fn response(status: u16, retry_after: Option<&str>) -> Response<Vec<u8>> {
         let mut builder = Response::builder().status(status);
