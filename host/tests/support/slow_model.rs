@@ -9,6 +9,11 @@ use serde_json::json;
 /// The n-th call streams `words[n]` words `word0 word1 ...` then `[DONE]` (the last count
 /// repeats for later calls).
 pub async fn start(words: &[u32]) -> String {
+    start_after(words, Duration::ZERO).await
+}
+
+/// As [`start`], each response's head sent only after `head_delay`.
+pub async fn start_after(words: &[u32], head_delay: Duration) -> String {
     use axum::routing::post;
     use std::sync::atomic::{AtomicUsize, Ordering};
     let counts = std::sync::Arc::new(words.to_vec());
@@ -18,7 +23,10 @@ pub async fn start(words: &[u32]) -> String {
         post(move || {
             let call = calls.fetch_add(1, Ordering::SeqCst);
             let words = counts[call.min(counts.len() - 1)];
-            answer(words)
+            async move {
+                tokio::time::sleep(head_delay).await;
+                answer(words).await
+            }
         }),
     );
     async fn answer(words: u32) -> axum::response::Response {
