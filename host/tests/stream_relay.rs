@@ -374,7 +374,7 @@ async fn a_forged_call_back_cannot_rewrite_an_answer() {
     let forged = json!({
         "ready": {
             "sources_event": "", "session_id": session_id, "message_id": message_id,
-            "started_here": false, "sources_json": "[]"
+            "started_here": false
         },
         "answer": "forged",
         "outcome": "complete",

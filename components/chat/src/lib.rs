@@ -274,12 +274,7 @@ async fn answer_streamed(prepared: Prepared, out: ResponseOutparam) {
                 }
             }
             Ok(None) => {
-                conversation.save_answer(
-                    message_id,
-                    &answer,
-                    &sources_json,
-                    MessageStatus::Complete,
-                );
+                conversation.save_answer(message_id, &answer, MessageStatus::Complete);
                 events
                     .send(sse::done_event(
                         &conversation.session_id(),
@@ -291,12 +286,7 @@ async fn answer_streamed(prepared: Prepared, out: ResponseOutparam) {
             }
             Err(error) => {
                 adapters::log::failure("chat", format_args!("the answer stream failed: {error}"));
-                conversation.save_answer(
-                    message_id,
-                    &answer,
-                    &sources_json,
-                    MessageStatus::Incomplete,
-                );
+                conversation.save_answer(message_id, &answer, MessageStatus::Incomplete);
                 events.send(sse::error_event(&ApiError::from(error))).await;
                 return;
             }
@@ -306,10 +296,5 @@ async fn answer_streamed(prepared: Prepared, out: ResponseOutparam) {
         "chat",
         format_args!("the client left during message {message_id}; stored as incomplete"),
     );
-    conversation.save_answer(
-        message_id,
-        &answer,
-        &sources_json,
-        MessageStatus::Incomplete,
-    );
+    conversation.save_answer(message_id, &answer, MessageStatus::Incomplete);
 }

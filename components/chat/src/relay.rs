@@ -42,7 +42,6 @@ pub async fn hand_over(prepared: &Prepared, out: ResponseOutparam) {
                 session_id,
                 message_id,
                 started_here: conversation.started_here(),
-                sources_json,
             })
         }
         Err(error) => HandOver::Refused(Refusal {
@@ -83,12 +82,7 @@ pub async fn settle(request: IncomingRequest, presented: &str, out: ResponseOutp
             Outcome::Complete => MessageStatus::Complete,
             Outcome::Incomplete => MessageStatus::Incomplete,
         };
-        conversation.save_answer(
-            ready.message_id,
-            &settle.answer,
-            &ready.sources_json,
-            status,
-        );
+        conversation.save_answer(ready.message_id, &settle.answer, status);
         Ok(())
     };
     match settled.await {

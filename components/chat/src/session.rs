@@ -163,15 +163,10 @@ impl Conversation {
 
     /// Rewrites a streamed answer as it stands; failures are logged, since the client already
     /// has the text and nothing better can be done.
-    pub fn save_answer(
-        &self,
-        message_id: i64,
-        answer: &str,
-        sources_json: &str,
-        status: MessageStatus,
-    ) {
+    pub fn save_answer(&self, message_id: i64, answer: &str, status: MessageStatus) {
+        let session_id = self.session_id();
         if let Err(error) = self.connect().and_then(|db| {
-            SessionStore::new(&db).update_message(message_id, answer, sources_json, status)
+            SessionStore::new(&db).update_answer(&session_id, message_id, answer, status)
         }) {
             adapters::log::failure(
                 "chat",

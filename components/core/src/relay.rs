@@ -113,7 +113,6 @@ pub struct Ready {
     pub message_id: i64,
     /// Whether this request started the session (see [`Outcome::Discard`]).
     pub started_here: bool,
-    pub sources_json: String,
 }
 
 /// The stream cannot start: the JSON error to answer with instead.
@@ -209,7 +208,6 @@ mod tests {
             session_id: "s1".into(),
             message_id: 7,
             started_here: true,
-            sources_json: "[]".into(),
         };
         for line in [
             HandOver::Ready(ready.clone()),

@@ -282,7 +282,7 @@ backend_tests!(
     a_session_starts_on_a_database_never_migrated,
     a_rating_tells_an_unknown_session_from_an_unknown_answer,
     only_an_unwritten_answer_is_discarded,
-    update_message_rewrites_a_streamed_answer,
+    update_answer_writes_a_streamed_answer_of_its_session_only,
     feedback_is_replaced,
     recent_turns_fit_the_budget,
     hostile_text_is_stored_verbatim,
@@ -669,7 +669,7 @@ fn missing_rows<B: Backend>(backend: &B) {
         Err(StoreError::NotFound(_))
     ));
     assert!(!store
-        .update_message(9_999_999, "x", "[]", MessageStatus::Complete)
+        .update_answer("nope", 9_999_999, "x", MessageStatus::Complete)
         .unwrap());
     assert!(store.recent_turns("nope", 10_000).unwrap().is_empty());
 
@@ -1438,40 +1438,58 @@ fn append_order_and_pagination<B: Backend>(backend: &B) {
     assert_eq!(before_first.next_before, None);
 }
 
-fn update_message_rewrites_a_streamed_answer<B: Backend>(backend: &B) {
+fn update_answer_writes_a_streamed_answer_of_its_session_only<B: Backend>(backend: &B) {
     let db = ready(backend);
     let store = SessionStore::new(&db);
     store.create_session("stream").unwrap();
+    store.create_session("other").unwrap();
+    let question = store
+        .append_message(
+            "stream",
+            Role::User,
+            "Lidar?",
+            "[]",
+            MessageStatus::Complete,
+        )
+        .unwrap();
+    let sources = r#"[{"title":"Sensors","url":"https://book/sensors#lidar","score":0.91}]"#;
     let record = store
         .append_message(
             "stream",
             Role::Assistant,
             "",
-            "[]",
+            sources,
             MessageStatus::Incomplete,
         )
         .unwrap();
     assert!(store
-        .update_message(record.id, "Partial", "[]", MessageStatus::Incomplete)
+        .update_answer("stream", record.id, "Partial", MessageStatus::Incomplete)
         .unwrap());
     let partial = store.get_session("stream", 50, None).unwrap().unwrap();
-    assert_eq!(partial.messages[0].content, "Partial");
-    assert_eq!(partial.messages[0].status, MessageStatus::Incomplete);
+    assert_eq!(partial.messages[1].content, "Partial");
+    assert_eq!(partial.messages[1].status, MessageStatus::Incomplete);
 
-    let sources = r#"[{"title":"Sensors","url":"https://book/sensors#lidar","score":0.91}]"#;
     assert!(store
-        .update_message(
+        .update_answer(
+            "stream",
             record.id,
             "Partial answer, finished.",
-            sources,
             MessageStatus::Complete
         )
         .unwrap());
+    // Another session's id, or a question, is never written this way.
+    assert!(!store
+        .update_answer("other", record.id, "forged", MessageStatus::Complete)
+        .unwrap());
+    assert!(!store
+        .update_answer("stream", question.id, "forged", MessageStatus::Complete)
+        .unwrap());
     let done = store.get_session("stream", 50, None).unwrap().unwrap();
-    let message = &done.messages[0];
+    assert_eq!(done.messages[0].content, "Lidar?");
+    let message = &done.messages[1];
     assert_eq!(message.id, record.id);
     assert_eq!(message.content, "Partial answer, finished.");
-    assert_eq!(message.sources, sources);
+    assert_eq!(message.sources, sources, "the sources stored with it stay");
     assert_eq!(message.sources_json().unwrap()[0]["score"], 0.91);
     assert_eq!(message.status, MessageStatus::Complete);
     assert_eq!(message.created_at, record.created_at);

@@ -583,23 +583,25 @@ impl<'a, D: Database + ?Sized> SessionStore<'a, D> {
         ))
     }
 
-    /// Replaces a message's text, sources and status (a streamed answer is saved as it grows,
-    /// then marked complete); returns whether the message exists.
-    pub fn update_message(
+    /// Writes an answer's text and status as its stream ended (a streamed answer is stored
+    /// ahead of its text, with its sources, which stay as they are). Only an answer of
+    /// `session_id` is touched; returns whether there was one.
+    pub fn update_answer(
         &self,
+        session_id: &str,
         message_id: i64,
         content: &str,
-        sources_json: &str,
         status: MessageStatus,
     ) -> Result<bool, StoreError> {
+        reject_nul("session_id", session_id)?;
         reject_nul("content", content)?;
-        reject_nul("sources", sources_json)?;
         let updated = self.execute(
-            "UPDATE messages SET content = $2, sources = $3, status = $4 WHERE id = $1",
+            "UPDATE messages SET content = $3, status = $4 \
+             WHERE id = $2 AND session_id = $1 AND role = 'assistant'",
             &[
+                session_key(session_id).into(),
                 message_id.into(),
                 content.into(),
-                sources_json.into(),
                 status.as_str().into(),
             ],
         )?;
